@@ -1,0 +1,67 @@
+# cnnscope - build, test, demo.
+#
+#   make                 build/cnnscope and build/libcnnscope.a
+#   make test            the whole test suite; ends with "N passed, N failed"
+#   make demo            the main job on the default model (see README.md)
+#   make OPENMP=0        build without OpenMP
+#   make SANITIZE=1      AddressSanitizer + UndefinedBehaviorSanitizer build (in build-san/)
+#   make CC=clang        any C11 compiler
+
+CC      ?= cc
+OPENMP  ?= 1
+SANITIZE ?= 0
+PYTHON  ?= /usr/bin/python3
+
+BUILD   := build
+ifeq ($(SANITIZE),1)
+BUILD   := build-san
+endif
+
+CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -Wno-unknown-pragmas -D_GNU_SOURCE \
+           -Iengine -Ivis -I/usr/include/stb $(EXTRA_CFLAGS)
+LDLIBS  := -lstb -lm -lpthread
+ifeq ($(OPENMP),1)
+CFLAGS  += -fopenmp
+LDLIBS  += -fopenmp
+endif
+ifeq ($(SANITIZE),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDLIBS  += -fsanitize=address,undefined
+endif
+
+ENGINE_SRC := $(sort $(wildcard engine/*.c engine/ops/*.c engine/kernels/*.c))
+VIS_SRC    := $(sort $(wildcard vis/*.c))
+CLI_SRC    := $(sort $(wildcard cli/*.c))
+TEST_SRC   := $(sort $(wildcard tests/c/test_*.c))
+
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(ENGINE_SRC) $(VIS_SRC))
+CLI_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
+TEST_BIN := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+.PHONY: all test demo clean
+all: $(BUILD)/cnnscope $(BUILD)/libcnnscope.a $(TEST_BIN)
+
+$(BUILD)/obj/%.o: %.c $(wildcard engine/*.h vis/*.h cli/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libcnnscope.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/cnnscope: $(CLI_OBJ) $(BUILD)/libcnnscope.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libcnnscope.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/c/%.c $(BUILD)/libcnnscope.a $(wildcard tests/c/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/c -o $@ $< $(BUILD)/libcnnscope.a $(LDLIBS)
+
+# The whole suite: C unit tests, then the end-to-end scripts (they need PyTorch for references).
+test: all
+	BUILD=$(BUILD) PYTHON=$(PYTHON) bash tests/run_all.sh
+
+demo: all
+	BUILD=$(BUILD) PYTHON=$(PYTHON) bash scripts/demo.sh
+
+clean:
+	rm -rf build build-san

@@ -1,0 +1,222 @@
+// cnnscope.h - the public C API of the cnnscope inference engine.
+//
+// Usage:
+//     cnn_model *model;
+//     if (cnn_model_load("resnet18.cnn", &model) != CNN_OK) {
+//         fprintf(stderr, "%s\n", cnn_last_error());   // names the file, field, rule
+//         return 2;
+//     }
+//     cnn_session *s;
+//     cnn_session_options opt = cnn_session_defaults();
+//     cnn_session_create(model, /*batch*/ 1, &opt, &s);
+//     cnn_session_run(s, input /* [N,C,H,W] float32 */, NULL);
+//     const cnn_tensor *logits = cnn_session_output(s, cnn_model_output_node(model));
+//     cnn_session_free(s);
+//     cnn_model_free(model);
+//
+// Contract (as in the stb headers):
+// - Every function that can fail returns a cnn_status. On failure its outputs are untouched and
+//   cnn_last_error() returns a one-line message for this thread, naming the file or layer, the
+//   field and what was expected. The engine never prints and never exits.
+// - Memory the engine returns goes back through the matching *_free function.
+// - Activations are NCHW float32, contiguous. Outputs of linear and flatten are [N, F]
+//   (ndim 2). Node indices are positions in the model's graph; node 0 is the input.
+#ifndef CNNSCOPE_H
+#define CNNSCOPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    CNN_OK = 0,
+    CNN_ERR_IO,      // a file could not be opened, read or written
+    CNN_ERR_FORMAT,  // a file's contents are malformed or inconsistent
+    CNN_ERR_ARG,     // a caller mistake: unknown layer name, wrong shape, bad option
+    CNN_ERR_NOMEM,   // an allocation failed
+    CNN_ERR_LIMIT,   // an input exceeds a configured limit (pixels, tensor size)
+} cnn_status;
+
+// The message of the last failure on this thread ("" if none).
+const char *cnn_last_error(void);
+// Sets the message of this thread (printf-style) and returns `status`; used by the engine and vis.
+cnn_status cnn_fail(cnn_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+// ---------------------------------------------------------------------------------------------
+// Tensors: a view of float32 data, never owning it.
+typedef struct {
+    int ndim;            // 2 ([N,F]) or 4 ([N,C,H,W])
+    int64_t dims[4];     // sizes; unused trailing dims are 1
+    float *data;         // contiguous, row-major
+} cnn_tensor;
+
+static inline int64_t cnn_tensor_numel(const cnn_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->dims[i];
+    return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Models
+
+typedef struct cnn_model cnn_model;
+
+// Maps, validates and prepares a model file (see weights/FORMAT.md). Nothing runs before the
+// whole file has been checked.
+cnn_status cnn_model_load(const char *path, cnn_model **out);
+void cnn_model_free(cnn_model *model);
+
+typedef struct {
+    const char *name;         // "resnet18"
+    const char *arch;         // "resnet18", "cifar_resnet56", ...
+    const char *path;         // the file it was loaded from
+    int channels;             // input C: 1 or 3
+    int height, width;        // input H, W (after crop)
+    int resize;               // shorter side resized to this first; 0 = no resize
+    float mean[3], std[3];    // [channels] normalisation after scaling to [0,1]
+    int num_classes;
+    const char *const *class_names;  // [num_classes]
+} cnn_model_info;
+
+const cnn_model_info *cnn_model_get_info(const cnn_model *model);
+
+// The graph, for inspection (info, receptive fields, vis).
+typedef enum {
+    CNN_OP_INPUT,
+    CNN_OP_CONV2D,
+    CNN_OP_BATCHNORM,
+    CNN_OP_RELU,
+    CNN_OP_MAXPOOL,
+    CNN_OP_AVGPOOL,
+    CNN_OP_ADAPTIVE_AVGPOOL,
+    CNN_OP_LINEAR,
+    CNN_OP_FLATTEN,
+    CNN_OP_ADD,
+    CNN_OP_DROPOUT,
+    CNN_OP_SOFTMAX,
+    CNN_OP_SHORTCUT_A,
+    CNN_OP_COUNT
+} cnn_op;
+
+// The name used in model files ("conv2d"); NULL for an out-of-range value.
+const char *cnn_op_name(cnn_op op);
+
+// Window parameters of conv2d, maxpool and avgpool ([h, w] pairs).
+typedef struct {
+    int kernel[2], stride[2], padding[2], dilation[2];
+    int groups;              // conv2d only, else 1
+    int ceil_mode;           // pools only
+    int count_include_pad;   // avgpool only
+} cnn_window;
+
+typedef struct {
+    const char *name;        // "layer4.2.conv1"
+    cnn_op op;
+    int n_inputs;            // 0..2
+    int inputs[2];           // node indices of the inputs
+    int ndim;                // 2 or 4: ndim of the output
+    int c, h, w;             // output shape for one image ([F,1,1] when ndim is 2)
+    cnn_window window;       // conv2d / pools; zeros otherwise
+    int64_t params;          // number of learned parameters
+    int64_t macs;            // multiply-accumulates for one image
+} cnn_node_info;
+
+int cnn_model_node_count(const cnn_model *model);
+int cnn_model_output_node(const cnn_model *model);   // the last node
+// Fills *out for node i (0 <= i < count).
+void cnn_model_node(const cnn_model *model, int i, cnn_node_info *out);
+// The index of the node called `name`, or -1 with an error naming the closest names.
+int cnn_model_find_node(const cnn_model *model, const char *name);
+
+// Read-only access to the model's stored parameters (e.g. first-layer filters). `name` is the
+// tensor name in the file ("features.0.weight"). Returns CNN_ERR_ARG if there is none.
+cnn_status cnn_model_tensor(const cnn_model *model, const char *name, cnn_tensor *out);
+
+// ---------------------------------------------------------------------------------------------
+// Sessions: activation buffers planned for one batch size; run as often as you like.
+
+typedef struct cnn_session cnn_session;
+
+// Called after a node has been computed; `t` is only valid during the call (its buffer may be
+// reused afterwards). Return non-zero to stop the run early (cnn_session_run then returns
+// CNN_OK). Not called for the input node.
+typedef int (*cnn_tap_fn)(void *user, int node, const char *name, const cnn_tensor *t);
+
+typedef struct {
+    int threads;           // 0 = default (all cores, or CNNSCOPE_THREADS)
+    int keep_all;          // 1: every node's output stays readable after run (no reuse)
+    int stop_after;        // node index after which nothing more runs; -1 = run everything
+    const int *keep;       // optional list of node indices whose outputs must stay readable
+    int n_keep;            //   and be exactly that node's output (this disables BN folding
+                           //   into a kept conv)
+    int fold_bn;           // 1 (default): fold batch norm into the preceding conv where legal
+    int reference;         // 1: use the plain reference kernels only (CNNSCOPE_REFERENCE=1 too)
+    cnn_tap_fn tap;        // optional
+    void *tap_user;
+} cnn_session_options;
+
+cnn_session_options cnn_session_defaults(void);
+
+cnn_status cnn_session_create(const cnn_model *model, int batch, const cnn_session_options *opt,
+                              cnn_session **out);
+void cnn_session_free(cnn_session *s);
+
+// Runs the network on `input` ([batch, C, H, W] as in cnn_model_info). `n` may be smaller than
+// the session's batch (a final partial batch); NULL runs the full batch.
+cnn_status cnn_session_run(cnn_session *s, const float *input, int n);
+
+// The output of `node` from the last run, or NULL (with an error) if it was not kept. The
+// network output and every node in opt.keep are always kept. dims[0] is the `n` of the last run.
+const cnn_tensor *cnn_session_output(const cnn_session *s, int node);
+
+// Bytes of activation memory the session planned (the peak of what is alive at once).
+size_t cnn_session_arena_bytes(const cnn_session *s);
+
+// ---------------------------------------------------------------------------------------------
+// Images: decoding (stb) and the model's own preprocessing.
+
+typedef struct {
+    int64_t max_pixels;     // refuse images larger than this (default 100,000,000)
+} cnn_image_limits;
+
+// Decodes `path` (JPEG, PNG, BMP, GIF, TGA, PSD, PNM, HDR as 8-bit) and applies the model's
+// preprocessing exactly as torchvision's eval transform with PIL would: convert to the model's
+// channels, Resize(resize) on the shorter side (bilinear, antialiased as PIL does), CenterCrop,
+// ToTensor, Normalize. Writes [C, H, W] floats into `out` (channels*height*width floats).
+cnn_status cnn_image_load(const cnn_model_info *info, const char *path, float *out);
+
+// Like cnn_image_load but also returns the preprocessed image before normalisation as 8-bit
+// [H, W, C] (for display), into `pixels` (height*width*channels bytes), if not NULL.
+cnn_status cnn_image_load_ex(const cnn_model_info *info, const char *path,
+                             const cnn_image_limits *limits, float *out, uint8_t *pixels);
+
+// ---------------------------------------------------------------------------------------------
+// .npy files (float32, C order, little-endian).
+
+// Reads a float32 .npy. On success *data is malloc'd (free with cnn_npy_free), dims[0..ndim).
+cnn_status cnn_npy_read(const char *path, float **data, int *ndim, int64_t dims[8]);
+void cnn_npy_free(float *data);
+// Writes atomically (temporary name, then rename).
+cnn_status cnn_npy_write(const char *path, const float *data, int ndim, const int64_t *dims);
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+// Creates `path` atomically: `write_fn` writes everything to a temporary file beside it
+// ("<path>.tmp.<pid>"), which is renamed to `path` only if write_fn returned CNN_OK and every
+// byte reached the disk; otherwise it is removed and `path` is untouched.
+cnn_status cnn_write_atomic(const char *path, cnn_status (*write_fn)(void *user, FILE *f),
+                            void *user);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,79 @@
+// ops.h - the forward kernels of every op, as llm.c writes them: outputs first, then inputs,
+// then parameters, then dims. Forward functions overwrite their output.
+//
+// Every op has a plain `_ref` implementation that reads like the formula and stays forever as
+// the ground truth; where a faster version exists it sits beside it in the same file (or in an
+// ISA-specific file), is tested against the `_ref`, and `reference = 1` forces the `_ref`.
+//
+// Dims legend: N batch, C channels in, H,W input size, K channels out, R,S kernel size,
+// OH,OW output size, F features. All tensors NCHW float32 contiguous.
+#ifndef CNNSCOPE_OPS_H
+#define CNNSCOPE_OPS_H
+
+#include <stddef.h>
+#include "cnnscope.h"
+
+// Output size of a sliding window along one axis, as PyTorch computes it (ceil_mode included:
+// the last window must start inside the input or the left padding).
+int window_out_size(int in, int kernel, int stride, int pad, int dilation, int ceil_mode);
+
+// conv2d: out [N,K,OH,OW], inp [N,C,H,W], weight [K,C/groups,R,S], bias [K] or NULL.
+// win: kernel = {R,S}, stride, padding, dilation, groups.
+void conv2d_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                        int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win);
+// The fast path: im2col + blocked GEMM, parallel over (image, output-channel tiles).
+// `workspace` holds conv2d_workspace_floats(...) floats.
+size_t conv2d_workspace_floats(int C, int H, int W, int OH, int OW, const cnn_window *win);
+void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win,
+                    float *workspace);
+
+// batchnorm (inference): out = (inp - mean) / sqrt(var + eps) * gamma + beta, per channel.
+// out, inp [N,C,H,W] (HW = H*W); may be the same buffer.
+void batchnorm_forward_ref(float *out, const float *inp, const float *gamma, const float *beta,
+                           const float *mean, const float *var, float eps, int N, int C, int HW);
+
+// Folds a batch norm into the conv before it: writes weight' [K,C/g,R,S] and bias' [K] such
+// that conv(x, weight', bias') == bn(conv(x, weight, bias)). `weight_elems_per_k` = C/g*R*S.
+void batchnorm_fold_into_conv(float *weight_out, float *bias_out, const float *weight,
+                              const float *bias, const float *gamma, const float *beta,
+                              const float *mean, const float *var, float eps, int K,
+                              int weight_elems_per_k);
+
+// relu: out = max(inp, 0), n elements; out may equal inp.
+void relu_forward_ref(float *out, const float *inp, size_t n);
+
+// maxpool: out [N,C,OH,OW], inp [N,C,H,W]. Padding is -infinity, as in PyTorch.
+void maxpool_forward_ref(float *out, const float *inp, int N, int C, int H, int W, int OH,
+                         int OW, const cnn_window *win);
+
+// avgpool: out [N,C,OH,OW], inp [N,C,H,W]; count_include_pad and ceil_mode as in PyTorch
+// (windows are clipped to input + padding; the divisor follows count_include_pad).
+void avgpool_forward_ref(float *out, const float *inp, int N, int C, int H, int W, int OH,
+                         int OW, const cnn_window *win);
+
+// adaptive_avgpool: out [N,C,OH,OW], inp [N,C,H,W]; window i spans
+// [floor(i*H/OH), ceil((i+1)*H/OH)) as in PyTorch.
+void adaptive_avgpool_forward_ref(float *out, const float *inp, int N, int C, int H, int W,
+                                  int OH, int OW);
+
+// linear: out [N,OUT], inp [N,IN], weight [OUT,IN], bias [OUT] or NULL.
+void linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                        int N, int IN, int OUT);
+// The fast path (blocked, parallel over OUT); same contract.
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int N, int IN, int OUT);
+
+// add: out = a + b, n elements; out may equal a or b.
+void add_forward_ref(float *out, const float *a, const float *b, size_t n);
+
+// softmax over F for each of N rows: out [N,F], inp [N,F]; numerically stable (max subtracted).
+void softmax_forward_ref(float *out, const float *inp, int N, int F);
+
+// shortcut_a (CIFAR ResNet option A): out [N, pad_before + C + pad_after, OH, OW] with
+// out[:, pad_before + c, y, x] = inp[:, c, y*stride, x*stride] and zeros in padded channels.
+// OH = ceil(H / stride), OW = ceil(W / stride).
+void shortcut_a_forward_ref(float *out, const float *inp, int N, int C, int H, int W, int stride,
+                            int pad_before, int pad_after);
+
+#endif

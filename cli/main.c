@@ -1,0 +1,37 @@
+// main.c - cnnscope: one binary, one subcommand per job.
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"info", cmd_info, "the layers of a model: shapes, parameters, MACs"},
+    {"classify", cmd_classify, "top-5 classes of images"},
+    {"eval", cmd_eval, "top-1 / top-5 accuracy on an ImageFolder"},
+    {"dump", cmd_dump, "write layer outputs for an input tensor as .npy"},
+    {"preprocess", cmd_preprocess, "write the network input for images as .npy"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: cnnscope COMMAND [options]   (cnnscope COMMAND --help for details)\n\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_ERROR : EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "cnnscope: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return EXIT_ERROR;
+}

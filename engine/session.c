@@ -1,0 +1,441 @@
+// session.c - runs a loaded model on a batch of images.
+//
+// A session is planned once for a batch size (cnn_session_create) and run many times:
+//   1. which nodes are needed: those the requested outputs (stop_after, keep, the network
+//      output) depend on; nothing else runs.
+//   2. batch norm folding: a batchnorm whose input is a conv read by nothing else is folded into
+//      that conv's weights (a per-session copy), and then shares the conv's buffer.
+//   3. buffers: every node's output is a "buffer"; flatten and dropout alias their input (they
+//      do not change data), relu / batchnorm / add write in place when their input has no other
+//      reader. Each buffer lives from the node that writes it to its last reader; buffers are
+//      packed into one arena so that the peak is the largest set alive at once, not their sum.
+//   4. run: nodes in file order (a topological order), each with its op's kernel, each output
+//      handed to the caller's tap right after it is computed.
+//
+// Dims legend: N batch, C/H/W input of a node, K/OH/OW its output (node->c, h, w).
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "model.h"
+#include "ops.h"
+
+#define NO_BUFFER (-1)
+#define LIVES_FOREVER 0x7fffffff
+
+typedef struct {
+    size_t floats;     // size for the full batch
+    int first, last;   // node indices: written at `first`, last read at `last`
+    size_t offset;     // in floats, inside the arena
+} buffer_plan;
+
+struct cnn_session {
+    const cnn_model *model;
+    int batch;                 // planned batch size
+    int n;                     // images in the last run
+    cnn_session_options opt;
+    int target;                // last node that must run
+    unsigned char *needed;     // [n_nodes] runs at all
+    unsigned char *kept;       // [n_nodes] readable after the run
+    unsigned char *computed;   // [n_nodes] computed in the last run
+    unsigned char *folded;     // [n_nodes] conv whose batch norm was folded into it
+    int *buffer_of;            // [n_nodes] buffer index, NO_BUFFER for the input node
+    const float **weight;      // [n_nodes] conv/linear weights actually used (folded or not)
+    const float **bias;        // [n_nodes]
+    float *folded_params;      // slab holding folded conv weights and biases
+    int n_buffers;
+    buffer_plan *buffers;      // [n_buffers]
+    float *arena;
+    size_t arena_floats;
+    float *workspace;          // conv scratch (im2col), sized to the largest need
+    size_t workspace_floats;
+    cnn_tensor *tensors;       // [n_nodes] views into the arena (or the caller's input)
+};
+
+cnn_session_options cnn_session_defaults(void) {
+    cnn_session_options o;
+    memset(&o, 0, sizeof o);
+    o.stop_after = -1;
+    o.fold_bn = 1;
+    return o;
+}
+
+static int env_flag(const char *name) {
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+void cnn_session_free(cnn_session *s) {
+    if (!s) return;
+    free(s->needed);
+    free(s->kept);
+    free(s->computed);
+    free(s->folded);
+    free(s->buffer_of);
+    free(s->weight);
+    free(s->bias);
+    free(s->folded_params);
+    free(s->buffers);
+    free(s->arena);
+    free(s->workspace);
+    free(s->tensors);
+    free(s);
+}
+
+// Number of readers of each node among the needed nodes, and the last of them.
+static void count_readers(const cnn_model *m, const unsigned char *needed, int *readers,
+                          int *last_reader) {
+    for (int i = 0; i < m->n_nodes; i++) {
+        readers[i] = 0;
+        last_reader[i] = i;
+    }
+    for (int i = 0; i < m->n_nodes; i++) {
+        if (!needed[i]) continue;
+        for (int j = 0; j < m->nodes[i].n_inputs; j++) {
+            readers[m->nodes[i].inputs[j]]++;
+            last_reader[m->nodes[i].inputs[j]] = i;
+        }
+    }
+}
+
+static size_t node_floats(const cnn_node *n, int batch) {
+    return (size_t)batch * (size_t)n->c * (size_t)n->h * (size_t)n->w;
+}
+
+// Marks the nodes needed for `target` and everything in keep; returns the last one.
+static int mark_needed(cnn_session *s, const cnn_session_options *o) {
+    const cnn_model *m = s->model;
+    int target = o->stop_after >= 0 ? o->stop_after : m->n_nodes - 1;
+    s->needed[target] = 1;
+    s->kept[target] = 1;
+    for (int k = 0; k < o->n_keep; k++) {
+        if (o->keep[k] > target) target = o->keep[k];
+        s->needed[o->keep[k]] = 1;
+        s->kept[o->keep[k]] = 1;
+    }
+    if (o->keep_all) {
+        for (int i = 0; i <= target; i++) s->needed[i] = s->kept[i] = 1;
+    }
+    for (int i = target; i >= 0; i--) {   // inputs come before their readers
+        if (!s->needed[i]) continue;
+        for (int j = 0; j < m->nodes[i].n_inputs; j++) s->needed[m->nodes[i].inputs[j]] = 1;
+    }
+    return target;
+}
+
+// Folds each eligible batch norm into its conv; fills s->weight / s->bias for convs and linears.
+static cnn_status fold_batchnorms(cnn_session *s, const int *readers, int fold) {
+    const cnn_model *m = s->model;
+    size_t slab = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const cnn_node *nd = &m->nodes[i];
+        if (nd->op == CNN_OP_CONV2D || nd->op == CNN_OP_LINEAR) {
+            s->weight[i] = nd->op == CNN_OP_CONV2D ? nd->p.conv.weight : nd->p.linear.weight;
+            s->bias[i] = nd->op == CNN_OP_CONV2D ? nd->p.conv.bias : nd->p.linear.bias;
+        }
+        if (!fold || nd->op != CNN_OP_BATCHNORM || !s->needed[i]) continue;
+        int c = nd->inputs[0];
+        const cnn_node *conv = &m->nodes[c];
+        // Legal only if nobody else needs the conv's own (pre-BN) output.
+        if (conv->op != CNN_OP_CONV2D || readers[c] != 1 || s->kept[c]) continue;
+        s->folded[c] = 1;
+        const cnn_node *in = &m->nodes[conv->inputs[0]];
+        slab += (size_t)conv->c * (size_t)(in->c / conv->window.groups) *
+                    (size_t)conv->window.kernel[0] * (size_t)conv->window.kernel[1] +
+                (size_t)conv->c;
+    }
+    if (slab == 0) return CNN_OK;
+    s->folded_params = malloc(slab * sizeof(float));
+    if (!s->folded_params)
+        return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory folding batch norms (%zu bytes)",
+                        m->path, slab * sizeof(float));
+    float *p = s->folded_params;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const cnn_node *bn = &m->nodes[i];
+        if (bn->op != CNN_OP_BATCHNORM || !s->needed[i] || !s->folded[bn->inputs[0]]) continue;
+        int c = bn->inputs[0];
+        const cnn_node *conv = &m->nodes[c];
+        const cnn_node *in = &m->nodes[conv->inputs[0]];
+        int per_k = in->c / conv->window.groups * conv->window.kernel[0] * conv->window.kernel[1];
+        float *w = p, *b = p + (size_t)conv->c * (size_t)per_k;
+        batchnorm_fold_into_conv(w, b, conv->p.conv.weight, conv->p.conv.bias, bn->p.bn.gamma,
+                                 bn->p.bn.beta, bn->p.bn.mean, bn->p.bn.var, bn->p.bn.eps,
+                                 conv->c, per_k);
+        s->weight[c] = w;
+        s->bias[c] = b;
+        p = b + conv->c;
+    }
+    return CNN_OK;
+}
+
+// Gives every needed node a buffer: its own, or its input's (aliases and in-place ops).
+// `last_reader[i]` is the last node that reads node i (i itself if none).
+static void assign_buffers(cnn_session *s, const int *last_reader) {
+    const cnn_model *m = s->model;
+    s->n_buffers = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        s->buffer_of[i] = NO_BUFFER;
+        if (!s->needed[i] || i == 0) continue;
+        const cnn_node *nd = &m->nodes[i];
+        int in = nd->n_inputs > 0 ? nd->inputs[0] : 0;
+        int b = s->buffer_of[in];
+        // flatten and dropout never change data: they are views of their input; so is a batch
+        // norm folded into its conv.
+        int alias = nd->op == CNN_OP_FLATTEN || nd->op == CNN_OP_DROPOUT ||
+                    (nd->op == CNN_OP_BATCHNORM && s->folded[in]);
+        // Elementwise ops overwrite their input's buffer when nothing reads it after them.
+        int elementwise = nd->op == CNN_OP_RELU || nd->op == CNN_OP_BATCHNORM ||
+                          nd->op == CNN_OP_ADD;
+        int overwrite = elementwise && b != NO_BUFFER && s->buffers[b].last <= i &&
+                        !s->opt.keep_all;
+        if (b != NO_BUFFER && (alias || overwrite)) {
+            s->buffer_of[i] = b;
+        } else {   // a buffer of its own (also for a view of the caller's input: a copy)
+            b = s->n_buffers++;
+            s->buffers[b].floats = node_floats(nd, s->batch);
+            s->buffers[b].first = i;
+            s->buffers[b].last = i;
+            s->buffer_of[i] = b;
+        }
+        // The buffer now lives until this node's last reader; kept outputs live forever.
+        if (s->buffers[b].last < last_reader[i]) s->buffers[b].last = last_reader[i];
+        if (s->kept[i]) s->buffers[b].last = LIVES_FOREVER;
+    }
+}
+
+// Packs buffers into one arena: largest first, each at the lowest offset that does not collide
+// with a buffer alive at the same time (greedy by size, as TFLite's planner does).
+static cnn_status pack_buffers(buffer_plan *b, int n, size_t *arena_floats) {
+    int *order = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    if (!order) return cnn_fail(CNN_ERR_NOMEM, "out of memory planning activations");
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = 1; i < n; i++) {   // insertion sort by size, descending; stable
+        int x = order[i], j = i - 1;
+        while (j >= 0 && b[order[j]].floats < b[x].floats) { order[j + 1] = order[j]; j--; }
+        order[j + 1] = x;
+    }
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        buffer_plan *cur = &b[order[i]];
+        size_t offset = 0;
+        int moved = 1;
+        while (moved) {   // bump past every placed, time-overlapping buffer we collide with
+            moved = 0;
+            for (int j = 0; j < i; j++) {
+                buffer_plan *o = &b[order[j]];
+                int live_together = cur->first <= o->last && o->first <= cur->last;
+                int collide = offset < o->offset + o->floats && o->offset < offset + cur->floats;
+                if (live_together && collide) { offset = o->offset + o->floats; moved = 1; }
+            }
+        }
+        offset = (offset + 15) & ~(size_t)15;   // 64-byte alignment
+        cur->offset = offset;
+        if (offset + cur->floats > total) total = offset + cur->floats;
+    }
+    free(order);
+    *arena_floats = total;
+    return CNN_OK;
+}
+
+cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_options *opt,
+                              cnn_session **out) {
+    if (batch < 1 || batch > 1 << 20)
+        return cnn_fail(CNN_ERR_ARG, "%s: batch size %d out of range (1..%d)", m->path, batch,
+                        1 << 20);
+    cnn_session_options o = opt ? *opt : cnn_session_defaults();
+    if (o.stop_after >= m->n_nodes)
+        return cnn_fail(CNN_ERR_ARG, "%s: stop_after node %d out of range (%d nodes)", m->path,
+                        o.stop_after, m->n_nodes);
+    for (int k = 0; k < o.n_keep; k++)
+        if (o.keep[k] < 0 || o.keep[k] >= m->n_nodes)
+            return cnn_fail(CNN_ERR_ARG, "%s: kept node %d out of range (%d nodes)", m->path,
+                            o.keep[k], m->n_nodes);
+    if (env_flag("CNNSCOPE_REFERENCE")) o.reference = 1;
+
+    cnn_session *s = calloc(1, sizeof *s);
+    int nn = m->n_nodes;
+    int *readers = malloc(sizeof(int) * 2 * (size_t)nn);   // then last_reader
+    if (s) {
+        s->model = m;
+        s->batch = batch;
+        s->opt = o;
+        s->needed = calloc((size_t)nn, 1);
+        s->kept = calloc((size_t)nn, 1);
+        s->computed = calloc((size_t)nn, 1);
+        s->folded = calloc((size_t)nn, 1);
+        s->buffer_of = calloc((size_t)nn, sizeof(int));
+        s->weight = calloc((size_t)nn, sizeof(float *));
+        s->bias = calloc((size_t)nn, sizeof(float *));
+        s->buffers = calloc((size_t)nn, sizeof(buffer_plan));
+        s->tensors = calloc((size_t)nn, sizeof(cnn_tensor));
+    }
+    if (!s || !readers || !s->needed || !s->kept || !s->computed || !s->folded ||
+        !s->buffer_of || !s->weight || !s->bias || !s->buffers || !s->tensors) {
+        free(readers);
+        cnn_session_free(s);
+        return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory creating a session", m->path);
+    }
+
+    s->target = mark_needed(s, &o);
+    count_readers(m, s->needed, readers, readers + nn);
+    for (int i = 0; i < nn; i++)   // softmax is over channels: only for [N,F] or 1x1 maps
+        if (s->needed[i] && m->nodes[i].op == CNN_OP_SOFTMAX && m->nodes[i].h * m->nodes[i].w != 1) {
+            free(readers);
+            cnn_session_free(s);
+            return cnn_fail(CNN_ERR_ARG, "%s: node '%s': softmax over a %dx%d map is not supported",
+                            m->path, m->nodes[i].name, m->nodes[i].h, m->nodes[i].w);
+        }
+    cnn_status st = fold_batchnorms(s, readers, o.fold_bn && !o.keep_all);
+    if (st != CNN_OK) {
+        free(readers);
+        cnn_session_free(s);
+        return st;
+    }
+    assign_buffers(s, readers + nn);
+    free(readers);
+
+    if (pack_buffers(s->buffers, s->n_buffers, &s->arena_floats) != CNN_OK) {
+        cnn_session_free(s);
+        return CNN_ERR_NOMEM;
+    }
+    size_t ws = 0;
+    for (int i = 0; i < nn; i++) {
+        const cnn_node *nd = &m->nodes[i];
+        if (!s->needed[i] || nd->op != CNN_OP_CONV2D) continue;
+        const cnn_node *in = &m->nodes[nd->inputs[0]];
+        size_t w = conv2d_workspace_floats(in->c, in->h, in->w, nd->h, nd->w, &nd->window);
+        if (w > ws) ws = w;
+    }
+    s->workspace_floats = ws;
+    s->arena = malloc((s->arena_floats > 0 ? s->arena_floats : 1) * sizeof(float));
+    s->workspace = malloc((ws > 0 ? ws : 1) * sizeof(float));
+    if (!s->arena || !s->workspace) {
+        size_t bytes = (s->arena_floats + ws) * sizeof(float);
+        cnn_session_free(s);
+        return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory for activations (%zu MB at batch %d)",
+                        m->path, bytes >> 20, batch);
+    }
+    *out = s;
+    return CNN_OK;
+}
+
+size_t cnn_session_arena_bytes(const cnn_session *s) {
+    return s->arena_floats * sizeof(float);
+}
+
+// Points tensors[i] at node i's buffer with the batch of this run.
+static void bind_tensor(cnn_session *s, int i, int n) {
+    const cnn_node *nd = &s->model->nodes[i];
+    cnn_tensor *t = &s->tensors[i];
+    t->ndim = nd->ndim;
+    t->dims[0] = n;
+    t->dims[1] = nd->c;
+    t->dims[2] = nd->ndim == 4 ? nd->h : 1;
+    t->dims[3] = nd->ndim == 4 ? nd->w : 1;
+    if (i > 0) t->data = s->arena + s->buffers[s->buffer_of[i]].offset;
+}
+
+// Computes node i from its inputs (already computed), for n images.
+static void run_node(cnn_session *s, int i, int n) {
+    const cnn_node *nd = &s->model->nodes[i];
+    const cnn_node *a = nd->n_inputs > 0 ? &s->model->nodes[nd->inputs[0]] : NULL;
+    float *out = s->tensors[i].data;
+    const float *x = nd->n_inputs > 0 ? s->tensors[nd->inputs[0]].data : NULL;
+    size_t count = node_floats(nd, n);
+    int ref = s->opt.reference;
+    switch (nd->op) {
+    case CNN_OP_INPUT:
+        break;
+    case CNN_OP_CONV2D:
+        if (ref)
+            conv2d_forward_ref(out, x, s->weight[i], s->bias[i], n, a->c, a->h, a->w, nd->c,
+                               nd->h, nd->w, &nd->window);
+        else
+            conv2d_forward(out, x, s->weight[i], s->bias[i], n, a->c, a->h, a->w, nd->c, nd->h,
+                           nd->w, &nd->window, s->workspace);
+        break;
+    case CNN_OP_BATCHNORM:
+        if (s->folded[nd->inputs[0]]) break;   // already applied by the conv
+        batchnorm_forward_ref(out, x, nd->p.bn.gamma, nd->p.bn.beta, nd->p.bn.mean, nd->p.bn.var,
+                              nd->p.bn.eps, n, nd->c, nd->h * nd->w);
+        break;
+    case CNN_OP_RELU:
+        relu_forward_ref(out, x, count);
+        break;
+    case CNN_OP_MAXPOOL:
+        maxpool_forward_ref(out, x, n, a->c, a->h, a->w, nd->h, nd->w, &nd->window);
+        break;
+    case CNN_OP_AVGPOOL:
+        avgpool_forward_ref(out, x, n, a->c, a->h, a->w, nd->h, nd->w, &nd->window);
+        break;
+    case CNN_OP_ADAPTIVE_AVGPOOL:
+        adaptive_avgpool_forward_ref(out, x, n, a->c, a->h, a->w, nd->h, nd->w);
+        break;
+    case CNN_OP_LINEAR:
+        if (ref)
+            linear_forward_ref(out, x, s->weight[i], s->bias[i], n, a->c, nd->c);
+        else
+            linear_forward(out, x, s->weight[i], s->bias[i], n, a->c, nd->c);
+        break;
+    case CNN_OP_FLATTEN:
+    case CNN_OP_DROPOUT:
+        if (out != x) memcpy(out, x, count * sizeof(float));   // only when viewing the input
+        break;
+    case CNN_OP_ADD:
+        add_forward_ref(out, x, s->tensors[nd->inputs[1]].data, count);
+        break;
+    case CNN_OP_SOFTMAX:
+        softmax_forward_ref(out, x, n, nd->c);
+        break;
+    case CNN_OP_SHORTCUT_A:
+        shortcut_a_forward_ref(out, x, n, a->c, a->h, a->w, nd->p.shortcut.stride,
+                               nd->p.shortcut.pad_before, nd->p.shortcut.pad_after);
+        break;
+    case CNN_OP_COUNT:
+        break;
+    }
+}
+
+cnn_status cnn_session_run(cnn_session *s, const float *input, int n) {
+    const cnn_model *m = s->model;
+    if (!input) return cnn_fail(CNN_ERR_ARG, "%s: run: no input", m->path);
+    if (n <= 0) n = s->batch;
+    if (n > s->batch)
+        return cnn_fail(CNN_ERR_ARG, "%s: run: %d images but the session was planned for %d",
+                        m->path, n, s->batch);
+#ifdef _OPENMP
+    if (s->opt.threads > 0) omp_set_num_threads(s->opt.threads);
+#endif
+    s->n = n;
+    memset(s->computed, 0, (size_t)m->n_nodes);
+    s->tensors[0].data = (float *)input;   // never written: no node runs in place on node 0
+    bind_tensor(s, 0, n);
+    s->computed[0] = 1;
+    for (int i = 1; i <= s->target; i++) {
+        if (!s->needed[i]) continue;
+        bind_tensor(s, i, n);
+        run_node(s, i, n);
+        s->computed[i] = 1;
+        if (s->folded[i]) continue;   // its output is its batch norm's: reported there
+        if (s->opt.tap && s->opt.tap(s->opt.tap_user, i, m->nodes[i].name, &s->tensors[i]))
+            break;
+    }
+    return CNN_OK;
+}
+
+const cnn_tensor *cnn_session_output(const cnn_session *s, int node) {
+    const cnn_model *m = s->model;
+    if (node < 0 || node >= m->n_nodes) {
+        cnn_fail(CNN_ERR_ARG, "%s: node %d out of range (%d nodes)", m->path, node, m->n_nodes);
+        return NULL;
+    }
+    if (!s->kept[node] || !s->computed[node] || s->folded[node]) {
+        cnn_fail(CNN_ERR_ARG, "%s: the output of '%s' was not %s in the last run", m->path,
+                 m->nodes[node].name, s->computed[node] ? "kept" : "computed");
+        return NULL;
+    }
+    return &s->tensors[node];
+}

@@ -1,0 +1,182 @@
+// test_session.c - the runtime: planning (folding, in-place, arena packing), early stop, taps,
+// and that every way of running gives the same numbers.
+// Reads $FIXTURES/tiny_resnet.cnn (tests/make_tiny_model.py).
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnnscope.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                                              \
+    do {                                                              \
+        if (!(cond)) {                                                \
+            failures++;                                               \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);               \
+            printf(__VA_ARGS__);                                      \
+            printf("\n");                                             \
+        }                                                             \
+    } while (0)
+
+// max |a - b| / max |b| over n values
+static double rel_error(const float *a, const float *b, size_t n) {
+    double diff = 0, scale = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        diff = fmax(diff, fabs((double)a[i] - b[i]));
+        scale = fmax(scale, fabs((double)b[i]));
+    }
+    return diff / scale;
+}
+
+typedef struct {
+    int calls;
+    int order_ok;
+    int last_node;
+    int stop_at;      // return 1 from the tap at this node
+    char names[64][64];
+} tap_log;
+
+static int record_tap(void *user, int node, const char *name, const cnn_tensor *t) {
+    tap_log *log = user;
+    if (node <= log->last_node || t->data == NULL) log->order_ok = 0;
+    log->last_node = node;
+    if (log->calls < 64) snprintf(log->names[log->calls], 64, "%s", name);
+    log->calls++;
+    return node == log->stop_at;
+}
+
+int main(void) {
+    const char *dir = getenv("FIXTURES");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tiny_resnet.cnn", dir ? dir : "build/fixtures");
+    cnn_model *m;
+    if (cnn_model_load(path, &m) != CNN_OK) {
+        printf("FAIL: cannot load %s: %s\n", path, cnn_last_error());
+        return 1;
+    }
+    const cnn_model_info *info = cnn_model_get_info(m);
+    int N = 3, out = cnn_model_output_node(m), nodes = cnn_model_node_count(m);
+    size_t per_image = (size_t)info->channels * info->height * info->width;
+    float *x = malloc(sizeof(float) * per_image * N);
+    srand(7);
+    for (size_t i = 0; i < per_image * N; i++) x[i] = (float)rand() / RAND_MAX * 2 - 1;
+
+    // 1. The reference run keeps everything: ground truth for every node.
+    cnn_session *ref, *fast, *all;
+    cnn_session_options o = cnn_session_defaults();
+    o.keep_all = 1;
+    o.reference = 1;
+    CHECK(cnn_session_create(m, N, &o, &ref) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_session_run(ref, x, N) == CNN_OK, "%s", cnn_last_error());
+    const cnn_tensor *p_ref = cnn_session_output(ref, out);
+    CHECK(p_ref && p_ref->ndim == 2 && p_ref->dims[0] == N && p_ref->dims[1] == 5,
+          "output shape");
+    for (int n = 0; n < N; n++) {   // softmax rows sum to 1
+        double sum = 0;
+        for (int k = 0; k < 5; k++) sum += p_ref->data[n * 5 + k];
+        CHECK(fabs(sum - 1) < 1e-5, "softmax row %d sums to %f", n, sum);
+    }
+
+    // 2. The default (folded, in-place, packed) run gives the same output with a smaller arena.
+    o = cnn_session_defaults();
+    CHECK(cnn_session_create(m, N, &o, &fast) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_session_run(fast, x, N) == CNN_OK, "%s", cnn_last_error());
+    const cnn_tensor *p_fast = cnn_session_output(fast, out);
+    CHECK(p_fast && rel_error(p_fast->data, p_ref->data, 5 * N) < 1e-5,
+          "default run differs from reference: %g", rel_error(p_fast->data, p_ref->data, 5 * N));
+    size_t sum_bytes = 0;
+    for (int i = 1; i < nodes; i++) {
+        cnn_node_info ni;
+        cnn_model_node(m, i, &ni);
+        sum_bytes += sizeof(float) * N * (size_t)ni.c * ni.h * ni.w;
+    }
+    CHECK(cnn_session_arena_bytes(fast) < sum_bytes / 2,
+          "arena %zu bytes is not much smaller than the sum of all outputs %zu",
+          cnn_session_arena_bytes(fast), sum_bytes);
+    CHECK(cnn_session_arena_bytes(ref) >= sum_bytes - 16 * sizeof(float) * nodes,
+          "keep_all arena %zu smaller than the sum %zu", cnn_session_arena_bytes(ref), sum_bytes);
+    // Intermediate outputs of the default run were not kept, and say so.
+    int relu = cnn_model_find_node(m, "relu");
+    CHECK(relu > 0 && cnn_session_output(fast, relu) == NULL, "relu output should not be kept");
+    CHECK(strstr(cnn_last_error(), "relu") != NULL, "error names the layer: %s", cnn_last_error());
+
+    // 3. keep_all without reference kernels: every node equals the reference.
+    o = cnn_session_defaults();
+    o.keep_all = 1;
+    CHECK(cnn_session_create(m, N, &o, &all) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_session_run(all, x, N) == CNN_OK, "%s", cnn_last_error());
+    for (int i = 1; i < nodes; i++) {
+        const cnn_tensor *a = cnn_session_output(all, i), *b = cnn_session_output(ref, i);
+        CHECK(a && b, "node %d missing", i);
+        if (!a || !b) continue;
+        double e = rel_error(a->data, b->data, (size_t)cnn_tensor_numel(b));
+        CHECK(e < 1e-5, "node %d differs: rel error %g", i, e);
+    }
+
+    // 4. Keeping a conv whose batch norm could be folded gives its own (pre-BN) output.
+    cnn_session *keep;
+    int conv = cnn_model_find_node(m, "block.conv");
+    o = cnn_session_defaults();
+    o.keep = &conv;
+    o.n_keep = 1;
+    CHECK(cnn_session_create(m, N, &o, &keep) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_session_run(keep, x, N) == CNN_OK, "%s", cnn_last_error());
+    const cnn_tensor *kc = cnn_session_output(keep, conv);
+    CHECK(kc && rel_error(kc->data, cnn_session_output(ref, conv)->data,
+                          (size_t)cnn_tensor_numel(kc)) < 1e-5,
+          "kept conv is not its pre-BN output");
+    CHECK(cnn_session_output(keep, out) &&
+              rel_error(cnn_session_output(keep, out)->data, p_ref->data, 5 * N) < 1e-5,
+          "output differs when a conv is kept");
+    cnn_session_free(keep);
+
+    // 5. stop_after: nothing after the named node runs; a partial batch works.
+    cnn_session *early;
+    int pool = cnn_model_find_node(m, "pool");
+    tap_log log = {0, 1, 0, -1, {{0}}};
+    o = cnn_session_defaults();
+    o.stop_after = pool;
+    o.tap = record_tap;
+    o.tap_user = &log;
+    CHECK(cnn_session_create(m, N, &o, &early) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_session_run(early, x, 2) == CNN_OK, "%s", cnn_last_error());
+    const cnn_tensor *pt = cnn_session_output(early, pool);
+    CHECK(pt && pt->dims[0] == 2 &&
+              rel_error(pt->data, cnn_session_output(ref, pool)->data,
+                        (size_t)cnn_tensor_numel(pt)) < 1e-5,
+          "stop_after output wrong");
+    CHECK(cnn_session_output(early, out) == NULL, "output computed despite stop_after");
+    CHECK(log.order_ok && log.last_node == pool, "taps out of order or past the stop");
+    // conv1 and block.conv are folded into their batch norms: reported as bn1 and block.bn.
+    CHECK(log.calls == 6 && strcmp(log.names[0], "bn1") == 0, "taps: %d calls, first '%s'",
+          log.calls, log.names[0]);
+    cnn_session_free(early);
+
+    // 6. A tap that returns 1 stops the run.
+    cnn_session *stopped;
+    tap_log log2 = {0, 1, 0, relu, {{0}}};
+    o = cnn_session_defaults();
+    o.tap = record_tap;
+    o.tap_user = &log2;
+    CHECK(cnn_session_create(m, N, &o, &stopped) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_session_run(stopped, x, N) == CNN_OK, "%s", cnn_last_error());
+    CHECK(log2.last_node == relu && cnn_session_output(stopped, out) == NULL,
+          "tap did not stop the run (last %d)", log2.last_node);
+    cnn_session_free(stopped);
+
+    // 7. Bad arguments are errors, not crashes.
+    cnn_session *bad = NULL;
+    CHECK(cnn_session_create(m, 0, NULL, &bad) == CNN_ERR_ARG && bad == NULL, "batch 0 accepted");
+    CHECK(cnn_session_run(fast, x, N + 1) == CNN_ERR_ARG, "oversized run accepted");
+    CHECK(cnn_model_find_node(m, "blok.conv") < 0 && strstr(cnn_last_error(), "block.conv"),
+          "no suggestion: %s", cnn_last_error());
+
+    cnn_session_free(ref);
+    cnn_session_free(fast);
+    cnn_session_free(all);
+    cnn_model_free(m);
+    free(x);
+    printf("%s\n", failures ? "session tests FAILED" : "session tests passed");
+    return failures ? 1 : 0;
+}

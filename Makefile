@@ -33,13 +33,18 @@ ENGINE_SRC := $(sort $(wildcard engine/*.c engine/ops/*.c engine/kernels/*.c))
 VIS_SRC    := $(sort $(wildcard vis/*.c))
 CLI_SRC    := $(sort $(wildcard cli/*.c))
 TEST_SRC   := $(sort $(wildcard tests/c/test_*.c))
+TOOL_SRC   := $(sort $(wildcard tests/c/tool_*.c))
+BENCH_SRC  := $(sort $(wildcard bench/*.c))
 
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(ENGINE_SRC) $(VIS_SRC))
 CLI_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_BIN := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+# Helper programs the script tests drive (e.g. tool_preprocess for test_image_pil.py).
+TOOL_BIN := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(TOOL_SRC))
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test demo clean
-all: $(BUILD)/cnnscope $(BUILD)/libcnnscope.a $(TEST_BIN)
+.PHONY: all test demo clean setup bench
+all: $(BUILD)/cnnscope $(BUILD)/libcnnscope.a $(TEST_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 $(BUILD)/obj/%.o: %.c $(wildcard engine/*.h vis/*.h cli/*.h)
 	@mkdir -p $(dir $@)
@@ -56,11 +61,24 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libcnnscope.a $(wildcard tests/c/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/c -o $@ $< $(BUILD)/libcnnscope.a $(LDLIBS)
 
+# Installs the Debian packages the build, the tests and the demo need (once; then a no-op).
+setup:
+	@bash scripts/setup.sh
+
+# Benchmarks (bench/*.c): built by `make` so they keep compiling; run them by hand.
+bench: $(BENCH_BIN)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libcnnscope.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcnnscope.a $(LDLIBS)
+
 # The whole suite: C unit tests, then the end-to-end scripts (they need PyTorch for references).
-test: all
+test: setup
+	$(MAKE) all
 	BUILD=$(BUILD) PYTHON=$(PYTHON) bash tests/run_all.sh
 
-demo: all
+demo: setup
+	$(MAKE) all
 	BUILD=$(BUILD) PYTHON=$(PYTHON) bash scripts/demo.sh
 
 clean:

@@ -21,8 +21,11 @@ int window_out_size(int in, int kernel, int stride, int pad, int dilation, int c
 // win: kernel = {R,S}, stride, padding, dilation, groups.
 void conv2d_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
                         int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win);
-// The fast path: im2col + blocked GEMM, parallel over (image, output-channel tiles).
-// `workspace` holds conv2d_workspace_floats(...) floats.
+// The fast path (conv2d.c): image by image, im2col into `workspace` + the blocked sgemm of
+// gemm.h, parallel over tiles of (output channels x output positions); 1x1 stride-1 unpadded
+// convs skip im2col and depthwise convs (groups > 1, C/groups = 1) run direct, parallel over
+// output planes. Bit-identical for any thread count. `workspace` holds
+// conv2d_workspace_floats(...) floats; when that is 0 it is not touched and may be NULL.
 size_t conv2d_workspace_floats(int C, int H, int W, int OH, int OW, const cnn_window *win);
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win,
@@ -48,7 +51,8 @@ void maxpool_forward_ref(float *out, const float *inp, int N, int C, int H, int 
                          int OW, const cnn_window *win);
 
 // avgpool: out [N,C,OH,OW], inp [N,C,H,W]; count_include_pad and ceil_mode as in PyTorch
-// (windows are clipped to input + padding; the divisor follows count_include_pad).
+// (windows are clipped to input + padding; the divisor follows count_include_pad). No
+// dilation (win->dilation is ignored, as nn.AvgPool2d has none).
 void avgpool_forward_ref(float *out, const float *inp, int N, int C, int H, int W, int OH,
                          int OW, const cnn_window *win);
 

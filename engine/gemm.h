@@ -1,0 +1,21 @@
+// gemm.h - single-precision matrix multiply, the workhorse under conv2d.
+//
+//     C[M,N] = (accumulate ? C : 0) + A[M,K] @ B[K,N]
+//
+// All matrices are row-major with leading dimensions (elements between the starts of two
+// consecutive rows): A[i][p] is A[i*lda + p], B[p][j] is B[p*ldb + j], C[i][j] is C[i*ldc + j].
+// C must not overlap A or B. M, N or K may be 0 (K = 0 leaves C, or zeroes it).
+#ifndef CNNSCOPE_GEMM_H
+#define CNNSCOPE_GEMM_H
+
+// The triple loop, summing each element over p in order (in double). Ground truth for sgemm.
+void sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
+               int ldc, int accumulate);
+
+// Cache-blocked, register-tiled, parallel over tiles of C (OpenMP; serial when called from
+// inside a parallel region). Each element of C is summed by one thread in a fixed order, so
+// the result is bit-identical for any number of threads.
+void sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
+           int ldc, int accumulate);
+
+#endif

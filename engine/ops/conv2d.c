@@ -1,0 +1,198 @@
+// conv2d.c - 2-D convolution (cross-correlation, as PyTorch), NCHW float32.
+//
+// Dims: N batch, C channels in, H,W input size, K channels out, R,S kernel size, OH,OW output
+// size, G groups (Cg = C/G input and Kg = K/G output channels per group), P = OH*OW.
+//
+//   out[n,k,oy,ox] = bias[k] + sum_{c<Cg, r<R, s<S} inp[n, g*Cg + c, iy, ix] * weight[k,c,r,s]
+//       with g = k / Kg, iy = oy*stride_h - pad_h + r*dilation_h (likewise ix), and
+//       positions outside the input reading as zero.
+//
+// Fast path, chosen by shape (conv2d_path):
+//   - depthwise (G > 1, Cg = 1): direct, one output plane at a time; each kernel tap adds a
+//     shifted input row to an output row (an axpy over the output width). No workspace.
+//   - pointwise (1x1, stride 1, no padding): the input image already is the [Cg, H*W] matrix,
+//     so out_g[Kg, P] = weight_g[Kg, Cg] @ inp_g[Cg, P] with no copy.
+//   - everything else: im2col of one group of one image into the workspace ([Cg*R*S, P]), then
+//     out_g[Kg, P] = weight_g[Kg, Cg*R*S] @ col[Cg*R*S, P] with the blocked sgemm.
+// Images and groups are done one after another (the workspace holds one group's columns);
+// the threads share the work inside each step (rows of im2col, tiles of the GEMM, planes of
+// the depthwise case), and no output element's sum is ever split between threads.
+#include <string.h>
+#include "ops.h"
+#include "gemm.h"
+
+void conv2d_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
+                        int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win) {
+    // out is (N,K,OH,OW), inp is (N,C,H,W), weight is (K,C/G,R,S), bias is (K) or NULL
+    int R = win->kernel[0], S = win->kernel[1];
+    int Cg = C / win->groups, Kg = K / win->groups;
+    for (int n = 0; n < N; n++) {
+        for (int k = 0; k < K; k++) {
+            int g = k / Kg;
+            const float *w_k = weight + (size_t)k * Cg * R * S;
+            for (int oy = 0; oy < OH; oy++) {
+                for (int ox = 0; ox < OW; ox++) {
+                    double sum = bias ? bias[k] : 0.0;   // double: the ref is the accurate side
+                    for (int c = 0; c < Cg; c++) {
+                        const float *in_c = inp + ((size_t)n * C + g * Cg + c) * H * W;
+                        for (int r = 0; r < R; r++) {
+                            int iy = oy * win->stride[0] - win->padding[0] + r * win->dilation[0];
+                            if (iy < 0 || iy >= H) continue;
+                            for (int s = 0; s < S; s++) {
+                                int ix = ox * win->stride[1] - win->padding[1]
+                                       + s * win->dilation[1];
+                                if (ix < 0 || ix >= W) continue;
+                                sum += (double)in_c[(size_t)iy * W + ix] * w_k[(c * R + r) * S + s];
+                            }
+                        }
+                    }
+                    out[(((size_t)n * K + k) * OH + oy) * OW + ox] = (float)sum;
+                }
+            }
+        }
+    }
+}
+
+typedef enum { CONV_IM2COL_GEMM, CONV_POINTWISE_GEMM, CONV_DEPTHWISE_DIRECT } conv2d_path_kind;
+
+static conv2d_path_kind conv2d_path(int C, const cnn_window *win) {
+    if (win->groups > 1 && C / win->groups == 1) return CONV_DEPTHWISE_DIRECT;
+    if (win->kernel[0] == 1 && win->kernel[1] == 1 && win->stride[0] == 1 &&
+        win->stride[1] == 1 && win->padding[0] == 0 && win->padding[1] == 0) {
+        return CONV_POINTWISE_GEMM;
+    }
+    return CONV_IM2COL_GEMM;
+}
+
+size_t conv2d_workspace_floats(int C, int H, int W, int OH, int OW, const cnn_window *win) {
+    (void)H; (void)W;
+    if (conv2d_path(C, win) != CONV_IM2COL_GEMM) return 0;
+    return (size_t)(C / win->groups) * win->kernel[0] * win->kernel[1] * OH * OW;
+}
+
+// The output positions o in [*lo, *hi) whose input position o*stride + offset lies in
+// [0, size); all other outputs along this axis read padding.
+static void valid_range(int out_size, int size, int stride, int offset, int *lo, int *hi) {
+    int l = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+    int h = offset >= size ? 0 : (size - 1 - offset) / stride + 1;
+    if (h > out_size) h = out_size;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+// col[(c*R + r)*S + s, oy*OW + ox] = inp[c, iy, ix] (0 outside), for one group's channels.
+// col is (Cg*R*S, OH*OW), inp is (Cg,H,W). Parallel over the rows of col.
+static void im2col(float *col, const float *inp, int Cg, int H, int W, int OH, int OW,
+                   const cnn_window *win) {
+    int R = win->kernel[0], S = win->kernel[1];
+    int sh = win->stride[0], sw = win->stride[1];
+    int rows = Cg * R * S;
+    #pragma omp parallel for schedule(static) if ((size_t)rows * OH * OW > 32768)
+    for (int row = 0; row < rows; row++) {
+        int c = row / (R * S), r = (row / S) % R, s = row % S;
+        int iy0 = r * win->dilation[0] - win->padding[0];   // iy = oy*sh + iy0
+        int ix0 = s * win->dilation[1] - win->padding[1];   // ix = ox*sw + ix0
+        int ox_lo, ox_hi;
+        valid_range(OW, W, sw, ix0, &ox_lo, &ox_hi);
+        float *dst_row = col + (size_t)row * OH * OW;
+        for (int oy = 0; oy < OH; oy++) {
+            float *dst = dst_row + (size_t)oy * OW;
+            int iy = oy * sh + iy0;
+            if (iy < 0 || iy >= H) {
+                memset(dst, 0, (size_t)OW * sizeof(float));
+                continue;
+            }
+            const float *src = inp + ((size_t)c * H + iy) * W + ix0;   // src[ox*sw] = inp[c,iy,ix]
+            memset(dst, 0, (size_t)ox_lo * sizeof(float));
+            if (sw == 1) {
+                memcpy(dst + ox_lo, src + ox_lo, (size_t)(ox_hi - ox_lo) * sizeof(float));
+            } else {
+                for (int ox = ox_lo; ox < ox_hi; ox++) dst[ox] = src[(size_t)ox * sw];
+            }
+            memset(dst + ox_hi, 0, (size_t)(OW - ox_hi) * sizeof(float));
+        }
+    }
+}
+
+// y[i] += a * x[i]; blocks of 8 with a constant trip count so gcc -O2 vectorises them.
+static void axpy(float *restrict y, const float *restrict x, int n, float a) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int j = 0; j < 8; j++) y[i + j] += a * x[i + j];
+    }
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+// One output plane of a depthwise conv: out (OH,OW) = bias + sum_{r,s} w[r,s] * shifted inp.
+// inp is (H,W), w is (R,S).
+static void conv2d_plane_direct(float *out, const float *inp, const float *w, float bias, int H,
+                                int W, int OH, int OW, const cnn_window *win) {
+    int R = win->kernel[0], S = win->kernel[1];
+    int sh = win->stride[0], sw = win->stride[1];
+    for (size_t i = 0; i < (size_t)OH * OW; i++) out[i] = bias;
+    for (int r = 0; r < R; r++) {
+        int iy0 = r * win->dilation[0] - win->padding[0];
+        int oy_lo, oy_hi;
+        valid_range(OH, H, sh, iy0, &oy_lo, &oy_hi);
+        for (int s = 0; s < S; s++) {
+            int ix0 = s * win->dilation[1] - win->padding[1];
+            int ox_lo, ox_hi;
+            valid_range(OW, W, sw, ix0, &ox_lo, &ox_hi);
+            float wv = w[r * S + s];
+            for (int oy = oy_lo; oy < oy_hi; oy++) {
+                float *dst = out + (size_t)oy * OW;
+                const float *src = inp + (size_t)(oy * sh + iy0) * W + ix0;
+                if (sw == 1) {
+                    axpy(dst + ox_lo, src + ox_lo, ox_hi - ox_lo, wv);
+                } else {
+                    for (int ox = ox_lo; ox < ox_hi; ox++) dst[ox] += wv * src[(size_t)ox * sw];
+                }
+            }
+        }
+    }
+}
+
+void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win,
+                    float *workspace) {
+    // out is (N,K,OH,OW), inp is (N,C,H,W), weight is (K,C/G,R,S), bias is (K) or NULL,
+    // workspace holds conv2d_workspace_floats(C,H,W,OH,OW,win) floats
+    int G = win->groups, Cg = C / G, Kg = K / G;
+    int CRS = Cg * win->kernel[0] * win->kernel[1];
+    size_t P = (size_t)OH * OW;
+    conv2d_path_kind path = conv2d_path(C, win);
+
+    if (path == CONV_DEPTHWISE_DIRECT) {
+        int planes = N * K;
+        #pragma omp parallel for schedule(static)
+        for (int plane = 0; plane < planes; plane++) {
+            int n = plane / K, k = plane % K, c = k / Kg;   // Cg = 1: group g reads channel g
+            conv2d_plane_direct(out + (size_t)plane * P, inp + ((size_t)n * C + c) * H * W,
+                                weight + (size_t)k * CRS, bias ? bias[k] : 0.0f, H, W, OH, OW,
+                                win);
+        }
+        return;
+    }
+
+    for (int n = 0; n < N; n++) {
+        for (int g = 0; g < G; g++) {
+            const float *inp_g = inp + ((size_t)n * C + (size_t)g * Cg) * H * W;   // (Cg,H,W)
+            const float *weight_g = weight + (size_t)g * Kg * CRS;               // (Kg,CRS)
+            float *out_g = out + ((size_t)n * K + (size_t)g * Kg) * P;           // (Kg,P)
+            const float *cols = inp_g;                                           // (CRS,P)
+            if (path == CONV_IM2COL_GEMM) {
+                im2col(workspace, inp_g, Cg, H, W, OH, OW, win);
+                cols = workspace;
+            }
+            if (bias) {
+                for (int k = 0; k < Kg; k++) {
+                    float b = bias[g * Kg + k];
+                    float *row = out_g + (size_t)k * P;
+                    for (size_t i = 0; i < P; i++) row[i] = b;
+                }
+            }
+            sgemm(Kg, (int)P, CRS, weight_g, CRS, cols, (int)P, out_g, (int)P, bias != NULL);
+        }
+    }
+}

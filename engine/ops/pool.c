@@ -1,0 +1,117 @@
+// pool.c - max, average and adaptive average pooling over H and W, with PyTorch's exact window
+// rules (aten/src/ATen/native/cpu/MaxPoolKernel.cpp, AvgPoolKernel.cpp,
+// AdaptiveAvgPoolKernel.cpp). Each (image, channel) plane is independent; planes are split
+// across threads.
+//
+// Dims: N batch, C channels, H,W input size, OH,OW output size (the caller computes them with
+// window_out_size, or chooses them for the adaptive pool). Window along one axis, for output
+// position o: it starts at o*stride - pad in input coordinates.
+#include <math.h>
+#include <stdint.h>
+#include "ops.h"
+
+// maxpool: the window's taps are start + t*dilation for t < kernel; taps outside the input
+// are padding and count as -infinity. A NaN anywhere in the window wins, as in PyTorch.
+void maxpool_forward_ref(float *out, const float *inp, int N, int C, int H, int W, int OH,
+                         int OW, const cnn_window *win) {
+    // out is (N,C,OH,OW), inp is (N,C,H,W)
+    int kh = win->kernel[0], kw = win->kernel[1];
+    int sh = win->stride[0], sw = win->stride[1];
+    int dh = win->dilation[0], dw = win->dilation[1];
+    int planes = N * C;
+    #pragma omp parallel for schedule(static) if ((size_t)planes * OH * OW > 16384)
+    for (int plane = 0; plane < planes; plane++) {
+        const float *in_p = inp + (size_t)plane * H * W;
+        float *out_p = out + (size_t)plane * OH * OW;
+        for (int oy = 0; oy < OH; oy++) {
+            int y0 = oy * sh - win->padding[0];
+            int y1 = y0 + (kh - 1) * dh + 1;        // one past the last tap
+            if (y1 > H) y1 = H;
+            while (y0 < 0) y0 += dh;                // first tap inside the input
+            for (int ox = 0; ox < OW; ox++) {
+                int x0 = ox * sw - win->padding[1];
+                int x1 = x0 + (kw - 1) * dw + 1;
+                if (x1 > W) x1 = W;
+                while (x0 < 0) x0 += dw;
+                float max = -INFINITY;
+                for (int y = y0; y < y1; y += dh) {
+                    for (int x = x0; x < x1; x += dw) {
+                        float v = in_p[(size_t)y * W + x];
+                        if (v > max || isnan(v)) max = v;
+                    }
+                }
+                out_p[(size_t)oy * OW + ox] = max;
+            }
+        }
+    }
+}
+
+// avgpool (no dilation): the window [start, start + kernel) is first clipped to the input plus
+// its padding, [-pad, in + pad) (only bites in ceil_mode, where the last window may hang past
+// the right padding); that clipped size is the divisor when count_include_pad. Then it is
+// clipped to the input, [0, in), and that size is the divisor otherwise. An empty window
+// gives 0.
+void avgpool_forward_ref(float *out, const float *inp, int N, int C, int H, int W, int OH,
+                         int OW, const cnn_window *win) {
+    // out is (N,C,OH,OW), inp is (N,C,H,W)
+    int kh = win->kernel[0], kw = win->kernel[1];
+    int sh = win->stride[0], sw = win->stride[1];
+    int ph = win->padding[0], pw = win->padding[1];
+    int planes = N * C;
+    #pragma omp parallel for schedule(static) if ((size_t)planes * OH * OW > 16384)
+    for (int plane = 0; plane < planes; plane++) {
+        const float *in_p = inp + (size_t)plane * H * W;
+        float *out_p = out + (size_t)plane * OH * OW;
+        for (int oy = 0; oy < OH; oy++) {
+            int y0 = oy * sh - ph;
+            int y1 = y0 + kh < H + ph ? y0 + kh : H + ph;
+            int padded_h = y1 - y0;
+            if (y0 < 0) y0 = 0;
+            if (y1 > H) y1 = H;
+            for (int ox = 0; ox < OW; ox++) {
+                int x0 = ox * sw - pw;
+                int x1 = x0 + kw < W + pw ? x0 + kw : W + pw;
+                int padded_w = x1 - x0;
+                if (x0 < 0) x0 = 0;
+                if (x1 > W) x1 = W;
+                if (y0 >= y1 || x0 >= x1) {
+                    out_p[(size_t)oy * OW + ox] = 0.0f;
+                    continue;
+                }
+                float sum = 0.0f;   // float, in row order, as PyTorch
+                for (int y = y0; y < y1; y++) {
+                    for (int x = x0; x < x1; x++) sum += in_p[(size_t)y * W + x];
+                }
+                int divisor = win->count_include_pad ? padded_h * padded_w : (y1 - y0) * (x1 - x0);
+                out_p[(size_t)oy * OW + ox] = sum / (float)divisor;
+            }
+        }
+    }
+}
+
+// adaptive avgpool: output o along an axis of input size `in` averages [floor(o*in/out),
+// ceil((o+1)*in/out)); neighbouring windows may overlap by one when out does not divide in.
+void adaptive_avgpool_forward_ref(float *out, const float *inp, int N, int C, int H, int W,
+                                  int OH, int OW) {
+    // out is (N,C,OH,OW), inp is (N,C,H,W)
+    int planes = N * C;
+    #pragma omp parallel for schedule(static) if ((size_t)planes * H * W > 65536)
+    for (int plane = 0; plane < planes; plane++) {
+        const float *in_p = inp + (size_t)plane * H * W;
+        float *out_p = out + (size_t)plane * OH * OW;
+        for (int oy = 0; oy < OH; oy++) {
+            int y0 = (int)((int64_t)oy * H / OH);
+            int y1 = (int)(((int64_t)(oy + 1) * H + OH - 1) / OH);
+            for (int ox = 0; ox < OW; ox++) {
+                int x0 = (int)((int64_t)ox * W / OW);
+                int x1 = (int)(((int64_t)(ox + 1) * W + OW - 1) / OW);
+                float sum = 0.0f;
+                for (int y = y0; y < y1; y++) {
+                    for (int x = x0; x < x1; x++) sum += in_p[(size_t)y * W + x];
+                }
+                // sum / kh / kw, in that order, as PyTorch's kernel
+                out_p[(size_t)oy * OW + ox] = sum / (float)(y1 - y0) / (float)(x1 - x0);
+            }
+        }
+    }
+}

@@ -19,11 +19,13 @@ static cnn_status write_paths(void *user, FILE *f) {
 
 int cmd_preprocess(int argc, char **argv) {
     const char *out = NULL;
-    int threads = 0;
+    int threads = 0, max_pixels = 100000000;
     static const char *pos[4096];
     const cli_option options[] = {
         {"-o", OPT_STRING, &out, 0, 0, "X.npy  output [N,C,H,W] float32 (and X.paths.txt)"},
         {"--threads", OPT_INT, &threads, 1, 1024, "N  worker threads (default: all cores)"},
+        {"--max-pixels", OPT_INT, &max_pixels, 1, 2000000000,
+         "P  refuse images of more than P pixels (default 100000000)"},
     };
     const cli_command_spec spec = {
         "preprocess", "MODEL (IMAGE...|DIR) -o X.npy",
@@ -57,7 +59,7 @@ int cmd_preprocess(int argc, char **argv) {
     size_t per_image = (size_t)info->channels * info->height * info->width;
     float *x = malloc(sizeof(float) * per_image * (size_t)n);
     char *paths_file = malloc(len + 16);
-    cnn_image_limits limits = {100000000};
+    cnn_image_limits limits = {max_pixels};
     int64_t dims[4] = {n, info->channels, info->height, info->width};
     path_list list = {listed, n};
     if (!x || !paths_file) {

@@ -60,7 +60,7 @@ int main(void) {
     size_t per_image = (size_t)info->channels * info->height * info->width;
     float *x = malloc(sizeof(float) * per_image * N);
     srand(7);
-    for (size_t i = 0; i < per_image * N; i++) x[i] = (float)rand() / RAND_MAX * 2 - 1;
+    for (size_t i = 0; i < per_image * N; i++) x[i] = (float)((double)rand() / RAND_MAX * 2 - 1);
 
     // 1. The reference run keeps everything: ground truth for every node.
     cnn_session *ref, *fast, *all;

@@ -1,0 +1,17 @@
+// crc32.h - CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), the checksum of model files.
+//
+// Same values as zlib.crc32 / Python's zlib.crc32: start with 0 and feed the bytes in order,
+// in one call or in pieces:
+//     uint32_t crc = crc32_ieee(0, head, head_len);
+//     crc = crc32_ieee(crc, tail, tail_len);
+// crc32_ieee(0, "123456789", 9) == 0xCBF43926.
+#ifndef CNNSCOPE_CRC32_H
+#define CNNSCOPE_CRC32_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// Returns the CRC of the bytes that gave `crc`, followed by data[0..n). Thread-safe.
+uint32_t crc32_ieee(uint32_t crc, const void *data, size_t n);
+
+#endif

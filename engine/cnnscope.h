@@ -198,6 +198,32 @@ cnn_status cnn_image_load(const cnn_model_info *info, const char *path, float *o
 cnn_status cnn_image_load_ex(const cnn_model_info *info, const char *path,
                              const cnn_image_limits *limits, float *out, uint8_t *pixels);
 
+// Loads n images in parallel (OpenMP over images) into out [n, C, H, W]; stops at the first
+// failure (in path order) and reports it.
+cnn_status cnn_image_load_batch(const cnn_model_info *info, const char *const *paths, int n,
+                                const cnn_image_limits *limits, float *out);
+
+// ---------------------------------------------------------------------------------------------
+// Image folders.
+//
+// A folder with sub-folders is read as torchvision's ImageFolder: one class per sub-folder,
+// class index = position of the folder name in sorted (byte) order, images found recursively
+// inside it. A folder without sub-folders is a plain list of images (labels -1). Images are
+// files with a known image extension (case-insensitive: jpg jpeg png bmp gif tga psd pnm ppm
+// pgm hdr), sorted by their path relative to the folder.
+typedef struct {
+    char *root;            // the folder as given
+    int n_images;
+    char **paths;          // [n_images] full paths (root/relative)
+    char **relative;       // [n_images] paths relative to root
+    int *labels;           // [n_images] class index, or -1
+    int n_classes;         // 0 for a plain folder
+    char **class_names;    // [n_classes] sub-folder names
+} cnn_dataset;
+
+cnn_status cnn_dataset_open(const char *dir, cnn_dataset **out);
+void cnn_dataset_free(cnn_dataset *d);
+
 // ---------------------------------------------------------------------------------------------
 // .npy files (float32, C order, little-endian).
 
@@ -206,6 +232,17 @@ cnn_status cnn_npy_read(const char *path, float **data, int *ndim, int64_t dims[
 void cnn_npy_free(float *data);
 // Writes atomically (temporary name, then rename).
 cnn_status cnn_npy_write(const char *path, const float *data, int ndim, const int64_t *dims);
+
+// ---------------------------------------------------------------------------------------------
+// Matrix multiply (the engine's blocked GEMM, for vis/: distances, covariances).
+//
+//     C[M,N] = (accumulate ? C : 0) + A[M,K] @ B[K,N]
+//
+// Row-major with leading dimensions lda, ldb, ldc (elements between consecutive rows). C must
+// not overlap A or B. Parallel over tiles of C with OpenMP (serial when called inside a parallel
+// region); bit-identical results for any number of threads.
+void cnn_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
+               int ldc, int accumulate);
 
 // ---------------------------------------------------------------------------------------------
 // Files

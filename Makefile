@@ -6,6 +6,7 @@
 #   make OPENMP=0        build without OpenMP
 #   make SANITIZE=1      AddressSanitizer + UndefinedBehaviorSanitizer build (in build-san/)
 #   make CC=clang        any C11 compiler
+#   make fuzz FUZZ_SECONDS=N   each libFuzzer harness (tests/fuzz/) N seconds (clang, build-fuzz/)
 
 CC      ?= cc
 OPENMP  ?= 1
@@ -46,9 +47,17 @@ BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: all test demo clean setup bench
 all: $(BUILD)/cnnscope $(BUILD)/libcnnscope.a $(TEST_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
-$(BUILD)/obj/%.o: %.c $(wildcard engine/*.h vis/*.h cli/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard engine/*.h engine/kernels/*.h vis/*.h cli/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# SIMD micro-kernels (engine/kernels/, one ISA per file): only these files get ISA flags, and
+# engine/kernels/dispatch.c calls them only on a CPU that has the ISA. Elsewhere (aarch64) the
+# x86 files compile to nothing and the NEON files need no flag.
+ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
+$(BUILD)/obj/engine/kernels/%-avx2.o: CFLAGS += -mavx2 -mfma
+$(BUILD)/obj/engine/kernels/%-avx512.o: CFLAGS += -mavx512f
+endif
 
 $(BUILD)/libcnnscope.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -81,5 +90,32 @@ demo: setup
 	$(MAKE) all
 	BUILD=$(BUILD) PYTHON=$(PYTHON) bash scripts/demo.sh
 
+# Fuzzing (tests/fuzz/README.md): libFuzzer harnesses built with clang, ASan and UBSan, no
+# OpenMP, in build-fuzz/; each runs FUZZ_SECONDS on a corpus seeded from real files.
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_BIN     := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
+.PHONY: fuzz fuzz-build FORCE
+
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_BUILD=$(FUZZ_BUILD) PYTHON=$(PYTHON) bash tests/fuzz/run.sh
+
+fuzz-build: $(FUZZ_BIN)
+
+# The engine instrumented for coverage (fuzzer-no-link); the sub-make (where BUILD is
+# FUZZ_BUILD, so the ordinary library rule applies) knows when it is current.
+ifneq ($(BUILD),$(FUZZ_BUILD))
+$(FUZZ_BUILD)/libcnnscope.a: FORCE
+	$(MAKE) --no-print-directory CC=clang OPENMP=0 BUILD=$(FUZZ_BUILD) \
+	    EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" $@
+endif
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_BUILD)/libcnnscope.a
+	clang -std=c11 -O1 -g -Wall -Wextra -Werror -D_GNU_SOURCE -Iengine -fsanitize=fuzzer $(FUZZ_SAN) \
+	    -o $@ $< $(FUZZ_BUILD)/libcnnscope.a -lstb -lm -lpthread
+
+FORCE:
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz

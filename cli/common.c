@@ -97,6 +97,14 @@ cnn_model *cli_load_model(const char *path) {
         cli_error();
         return NULL;
     }
+    const char *warnings = cnn_model_warnings(m);   // NaN/Inf weights: load, but say so
+    if (warnings) {
+        for (const char *line = warnings; *line;) {
+            size_t n = strcspn(line, "\n");
+            fprintf(stderr, "warning: %.*s\n", (int)n, line);
+            line += n + (line[n] == '\n');
+        }
+    }
     return m;
 }
 

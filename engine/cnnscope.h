@@ -72,7 +72,18 @@ typedef struct cnn_model cnn_model;
 // Maps, validates and prepares a model file (see weights/FORMAT.md). Nothing runs before the
 // whole file has been checked.
 cnn_status cnn_model_load(const char *path, cnn_model **out);
+// The same checks on a model file that is already in memory (`size` bytes at `bytes`, which
+// must start at a multiple of 64 bytes). The weights are used in place: the bytes must stay
+// valid and unchanged until cnn_model_free. `name` (NULL: "(memory)") stands for the path in
+// messages and in cnn_model_info.path.
+cnn_status cnn_model_load_memory(const void *bytes, size_t size, const char *name,
+                                 cnn_model **out);
 void cnn_model_free(cnn_model *model);
+
+// Problems that do not stop a load: NULL if none, else one line per problem joined by '\n'
+// (today: tensors holding NaN or infinite values, which make every output they touch NaN).
+// Valid until cnn_model_free; callers should show them (the CLI prints them on stderr).
+const char *cnn_model_warnings(const cnn_model *model);
 
 typedef struct {
     const char *name;         // "resnet18"
@@ -244,6 +255,15 @@ cnn_status cnn_npy_write(const char *path, const float *data, int ndim, const in
 void cnn_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
                int ldc, int accumulate);
 
+// The instruction set of the fast kernels (sgemm under conv2d, linear): "scalar", "avx2",
+// "avx512" or "neon". Chosen once per process: the widest one this CPU and build support, or
+// the one the environment variable CNNSCOPE_ISA=scalar|avx2|avx512|neon names.
+const char *cnn_isa(void);
+// CNN_OK, or CNN_ERR_ARG if CNNSCOPE_ISA names an unknown ISA or one this CPU or build lacks
+// (the kernels then stay on the default that cnn_isa() names). Callers that honour the
+// variable check this before running anything.
+cnn_status cnn_isa_check(void);
+
 // ---------------------------------------------------------------------------------------------
 // Files
 
@@ -252,6 +272,42 @@ void cnn_sgemm(int M, int N, int K, const float *A, int lda, const float *B, int
 // byte reached the disk; otherwise it is removed and `path` is untouched.
 cnn_status cnn_write_atomic(const char *path, cnn_status (*write_fn)(void *user, FILE *f),
                             void *user);
+
+// ---------------------------------------------------------------------------------------------
+// Backward: gradients with respect to activations and the input (never the weights), for
+// saliency maps, DeconvNet, guided backpropagation and Grad-CAM.
+//
+//     cnn_session_options o = cnn_session_defaults();
+//     o.keep_all = 1;                               // backward reads the forward's activations
+//     cnn_session_create(model, n, &o, &s);
+//     cnn_session_run(s, x, n);
+//     // d logits[k] / d input: a one-hot gradient at the output node
+//     cnn_backward(s, out_node, onehot /*[n,1000]*/, CNN_RELU_PLAIN, 0, dx /*[n,3,224,224]*/);
+
+// What a ReLU passes backward. PLAIN is the true gradient; the other two are the rules of
+// Zeiler & Fergus 2014 (DeconvNet: the backward signal rectified, the forward ignored) and
+// Springenberg et al. 2015 (guided backpropagation: both gates).
+typedef enum {
+    CNN_RELU_PLAIN,       // dout where out > 0
+    CNN_RELU_DECONVNET,   // max(dout, 0)
+    CNN_RELU_GUIDED,      // max(dout, 0) where out > 0
+} cnn_relu_rule;
+
+// The model a session runs, and the options it was created with (CNNSCOPE_REFERENCE applied).
+const cnn_model *cnn_session_model(const cnn_session *s);
+const cnn_session_options *cnn_session_get_options(const cnn_session *s);
+
+// Back-propagates from node `from` to node `to` (to < from; 0 = the input) over the session's
+// last run: given grad_from = dL/d(output of from) [n, shape of from], writes
+// grad_to = dL/d(output of to) [n, shape of to], n = the images of the last run. Only paths
+// from `to` to `from` are followed; ReLUs use `rule`; max pools route through the switches of
+// the forward (first maximum in window order, as PyTorch). The session must have kept `from`'s
+// output and every activation the backward reads: ReLU outputs (not for DECONVNET), max pool
+// inputs, softmax outputs; keep_all = 1 keeps them all. Convs take the session's kernel
+// choice (opt.reference: the plain reference kernels). Errors (CNN_ERR_ARG): `to` is not an
+// input of `from` at any depth, or an activation was not kept (named).
+cnn_status cnn_backward(const cnn_session *s, int from, const float *grad_from,
+                        cnn_relu_rule rule, int to, float *grad_to);
 
 #ifdef __cplusplus
 }

@@ -105,6 +105,30 @@ static int png_header(FILE *f, int64_t *w, int64_t *h, int *channels) {
     return *channels > 0;
 }
 
+// stb trusts a PNG chunk's length and grows its buffer to it before reading the chunk: a 73-byte
+// file whose IDAT claims 1.4 GB makes it allocate 1.4 GB. So every chunk must fit in the file.
+static cnn_status check_png_chunks(FILE *f, const char *path, int64_t file_size) {
+    uint8_t b[8];
+    int64_t pos = 8;
+    cnn_status st = CNN_OK;
+    if (fseek(f, 0, SEEK_SET) == 0 && fread(b, 1, 8, f) == 8 &&
+        memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) {
+        while (pos + 8 <= file_size && fseek(f, pos, SEEK_SET) == 0 && fread(b, 1, 8, f) == 8) {
+            int64_t len = ((int64_t)b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
+            if (len > file_size - pos - 12) {
+                st = cnn_fail(CNN_ERR_FORMAT, "%s: PNG chunk at byte %lld claims %lld bytes, but "
+                              "the file ends %lld bytes later (truncated or corrupt)", path,
+                              (long long)pos, (long long)len, (long long)(file_size - pos - 12));
+                break;
+            }
+            if (memcmp(b + 4, "IEND", 4) == 0) break;
+            pos += 12 + len;
+        }
+    }
+    fseek(f, 0, SEEK_SET);
+    return st;
+}
+
 // Decodes `path` to 8-bit [h, w, C] in the model's channel layout (RGB or PIL's 'L').
 static cnn_status decode(const char *path, int C, int64_t max_pixels, uint8_t **out, int *h,
                          int *w) {
@@ -123,6 +147,13 @@ static cnn_status decode(const char *path, int C, int64_t max_pixels, uint8_t **
                         "(JPEG, PNG, BMP, GIF, TGA, PSD, PNM or HDR)", path);
     }
 
+    if (have_stat && S_ISREG(sb.st_mode)) {
+        cnn_status st = check_png_chunks(f, path, (int64_t)sb.st_size);
+        if (st != CNN_OK) {
+            fclose(f);
+            return st;
+        }
+    }
     // The header first: refuse huge images before stb allocates anything for them.
     int iw, ih, comp;
     if (!stbi_info_from_file(f, &iw, &ih, &comp)) {

@@ -74,6 +74,7 @@ struct cnn_model {
     cnn_node *nodes;       // [n_nodes], nodes[0] is the input
     int n_tensors;
     cnn_stored_tensor *tensors;  // [n_tensors]
+    char *warnings;        // cnn_model_warnings(): NULL or lines joined by '\n', owned
 };
 
 #endif

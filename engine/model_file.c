@@ -1302,71 +1302,93 @@ static cnn_status check_graph(loader *L) {
 // ---------------------------------------------------------------------------------------------
 // Loading
 
-static cnn_status map_file(loader *L) {
-    cnn_model *m = L->model;
+// The file's size checks, before anything is read: also for bytes that did not come from a file.
+static cnn_status check_size(loader *L) {
     uint64_t limit;
     TRY(max_model_bytes(&limit));
-    int fd = open(L->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", L->path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int err = errno;
-        close(fd);
-        return cnn_fail(CNN_ERR_IO, "%s: cannot stat: %s", L->path, strerror(err));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return cnn_fail(CNN_ERR_IO, "%s: not a regular file", L->path);
-    }
-    uint64_t size = (uint64_t)st.st_size;
-    if (size < HEADER_BYTES) {
-        close(fd);
+    if (L->size < HEADER_BYTES) {
         return cnn_fail(CNN_ERR_FORMAT, "%s: truncated: the file has %" PRIu64
                                         " bytes, less than the %d-byte header",
-                        L->path, size, HEADER_BYTES);
+                        L->path, L->size, HEADER_BYTES);
     }
-    if (size > limit || size > SIZE_MAX) {
-        close(fd);
+    if (L->size > limit || L->size > SIZE_MAX) {
         return cnn_fail(CNN_ERR_LIMIT, "%s: the file has %" PRIu64 " bytes, above the limit of "
                                        "%" PRIu64 " (set CNNSCOPE_MAX_MODEL_BYTES to allow more)",
-                        L->path, size, limit);
+                        L->path, L->size, limit);
     }
-    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int err = errno;
-    close(fd);   // the mapping keeps the file
-    if (map == MAP_FAILED) {
-        return cnn_fail(CNN_ERR_IO, "%s: cannot map %" PRIu64 " bytes: %s", L->path, size,
-                        strerror(err));
+    return CNN_OK;
+}
+
+// Step 7 (not an error): tensors holding NaN or Inf load, but every output they touch will be
+// NaN or Inf, so the model keeps one warning line per such tensor for the caller to show.
+#define MAX_WARNED_TENSORS 8
+
+static cnn_status find_non_finite_weights(loader *L) {
+    cnn_model *m = L->model;
+    char text[MAX_WARNED_TENSORS * 600 + 200];
+    size_t used = 0;
+    int warned = 0, more = 0;
+    text[0] = '\0';
+    for (int i = 0; i < m->n_tensors; i++) {
+        const cnn_stored_tensor *t = &m->tensors[i];
+        int64_t numel = 1, nan = 0, inf = 0;
+        for (int k = 0; k < t->ndim; k++) numel *= t->dims[k];   // checked in step 4
+        for (int64_t k = 0; k < numel; k++) {
+            nan += isnan(t->data[k]) != 0;
+            inf += isinf(t->data[k]) != 0;
+        }
+        if (nan == 0 && inf == 0) continue;
+        if (warned == MAX_WARNED_TENSORS) {
+            more++;
+            continue;
+        }
+        int n = snprintf(text + used, sizeof text - used,
+                         "%s%.200s: tensor '%.200s' holds %" PRId64 " NaN and %" PRId64
+                         " infinite values (of %" PRId64 "): outputs that depend on it will "
+                         "not be finite",
+                         warned ? "\n" : "", L->path, t->name, nan, inf, numel);
+        if (n > 0 && (size_t)n < sizeof text - used) used += (size_t)n;   // never truncates
+        warned++;
     }
-    m->map = map;
-    m->map_size = (size_t)size;
-    L->file = map;
-    L->size = size;
+    if (more > 0) {
+        snprintf(text + used, sizeof text - used,
+                 "\n%.200s: %d more tensors hold NaN or infinite values", L->path, more);
+    }
+    if (warned > 0 && !(m->warnings = strdup(text))) return out_of_memory(L, "warnings");
     return CNN_OK;
 }
 
 static cnn_status load(loader *L) {
-    TRY(map_file(L));
+    TRY(check_size(L));
     TRY(check_header(L));          // 1
     TRY(check_sections(L));        // 2
     TRY(parse_meta(L));            // 3
     TRY(parse_graph(L));
     TRY(parse_tensor_table(L));
     TRY(check_tensors(L));         // 4
-    return check_graph(L);         // 5, 6
+    TRY(check_graph(L));           // 5, 6
+    return find_non_finite_weights(L);
 }
 
-cnn_status cnn_model_load(const char *path, cnn_model **out) {
-    if (!path || !out) return cnn_fail(CNN_ERR_ARG, "cnn_model_load: path and out are required");
+// The one loading path: validates `size` bytes at `bytes` (the whole file) and builds the model
+// on them. `map` (may be NULL) is the mapping that holds them; the model owns it from here on,
+// also on failure.
+static cnn_status load_bytes(const char *path, const uint8_t *bytes, uint64_t size, void *map,
+                             cnn_model **out) {
     cnn_model *m = calloc(1, sizeof *m);
     loader *L = calloc(1, sizeof *L);   // ~12 KB of scratch: not on the stack
     if (!m || !L || !(m->path = strdup(path))) {
+        if (map) munmap(map, (size_t)size);
         free(L);
         free(m);
         return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory while loading", path);
     }
+    m->map = map;
+    m->map_size = map ? (size_t)size : 0;
     L->path = m->path;
     L->model = m;
+    L->file = bytes;
+    L->size = size;
     cnn_status status = load(L);
     free(L->node_offsets);
     free(L->spans);
@@ -1379,6 +1401,52 @@ cnn_status cnn_model_load(const char *path, cnn_model **out) {
     }
     *out = m;
     return CNN_OK;
+}
+
+cnn_status cnn_model_load(const char *path, cnn_model **out) {
+    if (!path || !out) return cnn_fail(CNN_ERR_ARG, "cnn_model_load: path and out are required");
+    uint64_t limit;
+    TRY(max_model_bytes(&limit));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return cnn_fail(CNN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        close(fd);
+        return cnn_fail(CNN_ERR_IO, "%s: cannot stat: %s", path, strerror(err));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return cnn_fail(CNN_ERR_IO, "%s: not a regular file", path);
+    }
+    // Files that check_size refuses are not mapped (an empty file cannot be).
+    uint64_t size = (uint64_t)st.st_size;
+    void *map = NULL;
+    if (size >= HEADER_BYTES && size <= limit && size <= SIZE_MAX) {
+        map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            int err = errno;
+            close(fd);
+            return cnn_fail(CNN_ERR_IO, "%s: cannot map %" PRIu64 " bytes: %s", path, size,
+                            strerror(err));
+        }
+    }
+    close(fd);   // the mapping keeps the file
+    return load_bytes(path, map, size, map, out);
+}
+
+cnn_status cnn_model_load_memory(const void *bytes, size_t size, const char *name,
+                                 cnn_model **out) {
+    if (!out || (!bytes && size > 0)) {
+        return cnn_fail(CNN_ERR_ARG, "cnn_model_load_memory: bytes and out are required");
+    }
+    if (!name) name = "(memory)";
+    if ((uintptr_t)bytes % DATA_ALIGN != 0) {
+        return cnn_fail(CNN_ERR_ARG, "%s: cnn_model_load_memory: the bytes must start at a "
+                                     "multiple of %d (tensors are used in place)",
+                        name, DATA_ALIGN);
+    }
+    return load_bytes(name, bytes, (uint64_t)size, NULL, out);
 }
 
 void cnn_model_free(cnn_model *model) {
@@ -1396,6 +1464,7 @@ void cnn_model_free(cnn_model *model) {
         for (int i = 0; i < model->n_tensors; i++) free(model->tensors[i].name);
         free(model->tensors);
     }
+    free(model->warnings);
     free(model->name);
     free(model->arch);
     free(model->path);
@@ -1407,6 +1476,10 @@ void cnn_model_free(cnn_model *model) {
 
 const cnn_model_info *cnn_model_get_info(const cnn_model *model) {
     return &model->info;
+}
+
+const char *cnn_model_warnings(const cnn_model *model) {
+    return model->warnings;
 }
 
 int cnn_model_node_count(const cnn_model *model) {

@@ -4,10 +4,13 @@
 set -euo pipefail
 packages=(
   make gcc clang libomp-dev          # build: gcc and clang, OpenMP for both
+  libclang-rt-14-dev valgrind        # tests: libFuzzer + sanitizer runtimes, memcheck
   libstb-dev                         # image decoding and PNG writing
   python3 python3-numpy python3-pil  # scripts and tests
   python3-torch python3-torchvision  # reference outputs and the default model's training
+  python3-sklearn umap-learn         # references of the embedding tests (PCA, t-SNE, UMAP)
   dataset-fashion-mnist              # the default model's data
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # NEON kernels: cross-build, run in qemu
 )
 missing=()
 for p in "${packages[@]}"; do

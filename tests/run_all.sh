@@ -10,6 +10,8 @@ export BUILD=${BUILD:-build}
 export PYTHON=${PYTHON:-/usr/bin/python3}
 export CNNSCOPE=$BUILD/cnnscope
 export SHARED=${SHARED:-$(cd .. && pwd)/shared}
+# OpenMP threads sleep when idle instead of spinning: the suite runs Python and C side by side.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 mkdir -p "$BUILD/test-logs"
 # Small generated models for the C tests (they read $FIXTURES).
 export FIXTURES=$BUILD/fixtures

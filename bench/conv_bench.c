@@ -1,43 +1,87 @@
-// conv_bench.c - times conv2d_forward_ref against conv2d_forward in one process, on the conv
-// shapes that dominate the models (ResNet stages, stem, a depthwise layer, a CIFAR layer).
-// Prints milliseconds, GFLOP/s (2 flops per multiply-accumulate) and the speed-up, on one
-// thread and on all threads, plus the largest difference to the reference as a sanity check.
+// conv_bench.c - GFLOP/s of conv2d_forward (im2col + packed SIMD sgemm) and of linear_forward
+// at batch 1 (the GEMV path) for every ISA this machine can run, on the conv shapes of
+// ResNet-50 and VGG-16 at 224x224 and their classifier layers; on 1 thread and on 2.
 //
-//   make build/bench/conv_bench && build/bench/conv_bench [repeats]
+// Each number is the median of `repeats` timed runs after one warm-up run. The ISAs are
+// interleaved inside every repeat (scalar, avx2, avx512, scalar, ...), so a change in the
+// machine's load hits all of them alike. "x" is the speed-up over the scalar path at the same
+// thread count; "diff" is the largest |difference| to the scalar path's output relative to the
+// largest |output| (float re-association only, so ~1e-6).
+//
+//   make build/bench/conv_bench && build/bench/conv_bench [repeats (default 5)] [filter] [--cpu]
+//   filter: run only the shapes whose name contains it ("vgg", "r50", "fc"; "" for all)
+//   --cpu: one thread only, timed by the thread's CPU clock instead of the wall clock: what a
+//          core does while it runs, unaffected by time slices lost to other processes on a
+//          loaded machine (cache and memory contention still count)
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include "kernels/kernels.h"
 #include "ops.h"
 
 typedef struct {
     const char *name;
-    int N, C, H, W, K, R, S, stride, pad, groups;
-} bench_shape;
+    int N, C, H, W, K, R, S, stride, pad;
+} conv_shape;
 
-static const bench_shape shapes[] = {
-    {"resnet 3x3 64->64 @56", 1, 64, 56, 56, 64, 3, 3, 1, 1, 1},
-    {"resnet 3x3 128->128 @28", 1, 128, 28, 28, 128, 3, 3, 1, 1, 1},
-    {"resnet 3x3 512->512 @7", 1, 512, 7, 7, 512, 3, 3, 1, 1, 1},
-    {"resnet 1x1 256->64 @56", 1, 256, 56, 56, 64, 1, 1, 1, 0, 1},
-    {"resnet 3x3/2 64->128 @56", 1, 64, 56, 56, 128, 3, 3, 2, 1, 1},
-    {"stem 7x7/2 3->64 @224", 1, 3, 224, 224, 64, 7, 7, 2, 3, 1},
-    {"cifar 3x3 16->16 @32 x8", 8, 16, 32, 32, 16, 3, 3, 1, 1, 1},
-    {"depthwise 3x3 128 @56", 1, 128, 56, 56, 128, 3, 3, 1, 1, 128},
+// Batch 1, 224x224 input. ResNet-50 is torchvision's (v1.5: the stride sits in the 3x3).
+static const conv_shape conv_shapes[] = {
+    {"r50 conv1 7x7/2 3->64 @224", 1, 3, 224, 224, 64, 7, 7, 2, 3},
+    {"r50 l1 1x1 64->64 @56", 1, 64, 56, 56, 64, 1, 1, 1, 0},
+    {"r50 l1 3x3 64->64 @56", 1, 64, 56, 56, 64, 3, 3, 1, 1},
+    {"r50 l1 1x1 64->256 @56", 1, 64, 56, 56, 256, 1, 1, 1, 0},
+    {"r50 l1 1x1 256->64 @56", 1, 256, 56, 56, 64, 1, 1, 1, 0},
+    {"r50 l2 3x3/2 128->128 @56", 1, 128, 56, 56, 128, 3, 3, 2, 1},
+    {"r50 l2 1x1 512->128 @28", 1, 512, 28, 28, 128, 1, 1, 1, 0},
+    {"r50 l2 3x3 128->128 @28", 1, 128, 28, 28, 128, 3, 3, 1, 1},
+    {"r50 l3 3x3 256->256 @14", 1, 256, 14, 14, 256, 3, 3, 1, 1},
+    {"r50 l3 1x1 1024->256 @14", 1, 1024, 14, 14, 256, 1, 1, 1, 0},
+    {"r50 l3 down 1x1/2 512->1024", 1, 512, 28, 28, 1024, 1, 1, 2, 0},
+    {"r50 l4 3x3 512->512 @7", 1, 512, 7, 7, 512, 3, 3, 1, 1},
+    {"r50 l4 1x1 512->2048 @7", 1, 512, 7, 7, 2048, 1, 1, 1, 0},
+    {"vgg conv1_1 3x3 3->64 @224", 1, 3, 224, 224, 64, 3, 3, 1, 1},
+    {"vgg conv1_2 3x3 64->64 @224", 1, 64, 224, 224, 64, 3, 3, 1, 1},
+    {"vgg conv2_2 3x3 128->128 @112", 1, 128, 112, 112, 128, 3, 3, 1, 1},
+    {"vgg conv3_2 3x3 256->256 @56", 1, 256, 56, 56, 256, 3, 3, 1, 1},
+    {"vgg conv4_2 3x3 512->512 @28", 1, 512, 28, 28, 512, 3, 3, 1, 1},
+    {"vgg conv5_2 3x3 512->512 @14", 1, 512, 14, 14, 512, 3, 3, 1, 1},
 };
+
+typedef struct {
+    const char *name;
+    int IN, OUT;
+} linear_shape;
+
+static const linear_shape linear_shapes[] = {
+    {"fc r50 2048->1000", 2048, 1000},
+    {"fc vgg fc6 25088->4096", 25088, 4096},
+    {"fc vgg fc7 4096->4096", 4096, 4096},
+};
+
+static int use_cpu_clock = 0;   // --cpu
 
 static double now_seconds(void) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(use_cpu_clock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+static void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "conv_bench: out of memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
 static float *random_floats(size_t n, float scale, unsigned *seed) {
-    float *p = malloc(n * sizeof(float));
-    if (!p) { fprintf(stderr, "out of memory\n"); exit(1); }
+    float *p = xmalloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) {
         *seed = *seed * 1664525u + 1013904223u;
         p[i] = scale * ((float)(*seed >> 8) / (float)(1u << 24) * 2.0f - 1.0f);
@@ -45,69 +89,157 @@ static float *random_floats(size_t n, float scale, unsigned *seed) {
     return p;
 }
 
-// Best time of `repeats` runs of the fast path.
-static double time_fast(const bench_shape *b, float *out, const float *inp, const float *w,
-                        const float *bias, int OH, int OW, const cnn_window *win, float *ws,
-                        int repeats) {
-    double best = 1e30;
-    for (int i = 0; i < repeats; i++) {
-        double t0 = now_seconds();
-        conv2d_forward(out, inp, w, bias, b->N, b->C, b->H, b->W, b->K, OH, OW, win, ws);
-        double t = now_seconds() - t0;
-        if (t < best) best = t;
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, compare_doubles);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// max |a - b| / max |b|
+static double relative_diff(const float *a, const float *b, size_t n) {
+    double diff = 0, scale = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        diff = fmax(diff, fabs((double)a[i] - b[i]));
+        scale = fmax(scale, fabs((double)b[i]));
     }
-    return best;
+    return diff / scale;
+}
+
+static void set_threads(int threads) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+}
+
+// The ISAs available here (scalar first), as kernel tables.
+static int n_isas;
+static const cnn_kernel_table *isas[CNN_ISA_COUNT];
+
+// One benchmark case: run(job) computes into out[isa] with the current kernels.
+typedef struct {
+    const conv_shape *conv;
+    const linear_shape *linear;
+    const float *inp, *w, *bias;
+    float *ws;
+    float *out[CNN_ISA_COUNT];
+    int OH, OW;
+} job;
+
+static void run(job *j, int isa_index) {
+    if (j->conv) {
+        const conv_shape *b = j->conv;
+        cnn_window win = {.kernel = {b->R, b->S}, .stride = {b->stride, b->stride},
+                          .padding = {b->pad, b->pad}, .dilation = {1, 1}, .groups = 1};
+        conv2d_forward(j->out[isa_index], j->inp, j->w, j->bias, b->N, b->C, b->H, b->W, b->K,
+                       j->OH, j->OW, &win, j->ws);
+    } else {
+        linear_forward(j->out[isa_index], j->inp, j->w, j->bias, 1, j->linear->IN,
+                       j->linear->OUT);
+    }
+}
+
+// Median seconds per ISA at `threads` threads, ISAs interleaved inside each repeat.
+static void time_isas(job *j, int threads, int repeats, double *seconds) {
+    double *t = xmalloc((size_t)repeats * CNN_ISA_COUNT * sizeof(double));
+    set_threads(threads);
+    for (int r = -1; r < repeats; r++) {   // r = -1: warm-up (page faults, caches, CPU clocks)
+        for (int k = 0; k < n_isas; k++) {
+            cnn_kernels_force(isas[k]->isa);
+            double t0 = now_seconds();
+            run(j, k);
+            if (r >= 0) t[k * repeats + r] = now_seconds() - t0;
+        }
+    }
+    for (int k = 0; k < n_isas; k++) seconds[k] = median(t + k * repeats, repeats);
+    free(t);
+}
+
+static void print_row(const char *name, double gflop, int threads, const double *seconds,
+                      size_t n_out, job *j) {
+    printf("%-30s %7.3f %3d |", name, gflop, threads);
+    for (int k = 0; k < n_isas; k++) {
+        printf(" %8.2f", gflop / seconds[k]);
+        if (k > 0) printf(" %5.1fx", seconds[0] / seconds[k]);
+    }
+    double diff = 0;
+    for (int k = 1; k < n_isas; k++) diff = fmax(diff, relative_diff(j->out[k], j->out[0], n_out));
+    printf(" | %.1e\n", diff);
 }
 
 int main(int argc, char **argv) {
     int repeats = argc > 1 ? atoi(argv[1]) : 5;
     if (repeats < 1) repeats = 1;
+    const char *filter = argc > 2 ? argv[2] : "";
+    use_cpu_clock = argc > 3 && strcmp(argv[3], "--cpu") == 0;
+    cnn_isa_id default_isa = cnn_kernels()->isa;
+    for (int isa = 0; isa < CNN_ISA_COUNT; isa++) {
+        const cnn_kernel_table *t = cnn_kernels_for((cnn_isa_id)isa);
+        if (t) isas[n_isas++] = t;
+    }
     int max_threads = 1;
 #ifdef _OPENMP
-    max_threads = omp_get_max_threads();
+    max_threads = omp_get_max_threads() < 2 ? omp_get_max_threads() : 2;
 #endif
-    printf("%-26s %9s %9s %7s | %9s %7s %7s | %9s %7s | %s\n", "shape", "MFLOP", "ref ms",
-           "GF/s", "fast1 ms", "GF/s", "x ref", "fastN ms", "GF/s", "max|diff|");
+    if (use_cpu_clock) max_threads = 1;
+
+    printf("GFLOP/s, median of %d runs (%s clock); x = speed-up over scalar at the same thread "
+           "count\n", repeats, use_cpu_clock ? "thread CPU" : "wall");
+    printf("%-30s %7s %3s |", "shape", "GFLOP", "thr");
+    for (int k = 0; k < n_isas; k++) {
+        printf(" %8s", isas[k]->name);
+        if (k > 0) printf(" %6s", "x");
+    }
+    printf(" | diff\n");
+
     unsigned seed = 12345;
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        const bench_shape *b = &shapes[si];
+    for (size_t si = 0; si < sizeof conv_shapes / sizeof conv_shapes[0]; si++) {
+        const conv_shape *b = &conv_shapes[si];
+        if (!strstr(b->name, filter)) continue;
         cnn_window win = {.kernel = {b->R, b->S}, .stride = {b->stride, b->stride},
-                          .padding = {b->pad, b->pad}, .dilation = {1, 1}, .groups = b->groups};
-        int OH = (b->H + 2 * b->pad - b->R) / b->stride + 1;
-        int OW = (b->W + 2 * b->pad - b->S) / b->stride + 1;
-        int CRS = b->C / b->groups * b->R * b->S;
-        size_t n_in = (size_t)b->N * b->C * b->H * b->W, n_out = (size_t)b->N * b->K * OH * OW;
-        float *inp = random_floats(n_in, 1.0f, &seed);
+                          .padding = {b->pad, b->pad}, .dilation = {1, 1}, .groups = 1};
+        job j = {.conv = b};
+        j.OH = (b->H + 2 * b->pad - b->R) / b->stride + 1;
+        j.OW = (b->W + 2 * b->pad - b->S) / b->stride + 1;
+        int CRS = b->C * b->R * b->S;
+        size_t n_out = (size_t)b->N * b->K * j.OH * j.OW;
+        float *inp = random_floats((size_t)b->N * b->C * b->H * b->W, 1.0f, &seed);
         float *w = random_floats((size_t)b->K * CRS, 1.0f / sqrtf((float)CRS), &seed);
         float *bias = random_floats((size_t)b->K, 0.1f, &seed);
-        float *out_ref = malloc(n_out * sizeof(float)), *out = malloc(n_out * sizeof(float));
-        size_t ws_floats = conv2d_workspace_floats(b->C, b->H, b->W, OH, OW, &win);
-        float *ws = malloc((ws_floats ? ws_floats : 1) * sizeof(float));
-        if (!out_ref || !out || !ws) { fprintf(stderr, "out of memory\n"); return 1; }
-        double mflop = 2.0 * n_out * CRS / 1e6;
-
-        double t0 = now_seconds();
-        conv2d_forward_ref(out_ref, inp, w, bias, b->N, b->C, b->H, b->W, b->K, OH, OW, &win);
-        double t_ref = now_seconds() - t0;
-
-#ifdef _OPENMP
-        omp_set_num_threads(1);
-#endif
-        double t_one = time_fast(b, out, inp, w, bias, OH, OW, &win, ws, repeats);
-#ifdef _OPENMP
-        omp_set_num_threads(max_threads);
-#endif
-        double t_all = time_fast(b, out, inp, w, bias, OH, OW, &win, ws, repeats);
-        double max_diff = 0;
-        for (size_t i = 0; i < n_out; i++) {
-            double d = fabs((double)out[i] - out_ref[i]);
-            if (d > max_diff) max_diff = d;
+        j.inp = inp; j.w = w; j.bias = bias;
+        j.ws = xmalloc(conv2d_workspace_floats(b->C, b->H, b->W, j.OH, j.OW, &win) * sizeof(float));
+        for (int k = 0; k < n_isas; k++) j.out[k] = xmalloc(n_out * sizeof(float));
+        double gflop = 2.0 * n_out * CRS / 1e9, seconds[CNN_ISA_COUNT];
+        for (int threads = 1; threads <= max_threads; threads++) {
+            time_isas(&j, threads, repeats, seconds);
+            print_row(b->name, gflop, threads, seconds, n_out, &j);
         }
-        printf("%-26s %9.1f %9.2f %7.2f | %9.3f %7.2f %7.1f | %9.3f %7.2f | %.2g\n", b->name,
-               mflop, 1e3 * t_ref, mflop / 1e3 / t_ref, 1e3 * t_one, mflop / 1e3 / t_one,
-               t_ref / t_one, 1e3 * t_all, mflop / 1e3 / t_all, max_diff);
-        free(inp); free(w); free(bias); free(out_ref); free(out); free(ws);
+        free(inp); free(w); free(bias); free(j.ws);
+        for (int k = 0; k < n_isas; k++) free(j.out[k]);
     }
-    printf("fastN = %d threads\n", max_threads);
+    for (size_t si = 0; si < sizeof linear_shapes / sizeof linear_shapes[0]; si++) {
+        const linear_shape *b = &linear_shapes[si];
+        if (!strstr(b->name, filter)) continue;
+        job j = {.linear = b};
+        float *inp = random_floats((size_t)b->IN, 1.0f, &seed);
+        float *w = random_floats((size_t)b->OUT * b->IN, 1.0f / sqrtf((float)b->IN), &seed);
+        float *bias = random_floats((size_t)b->OUT, 0.1f, &seed);
+        j.inp = inp; j.w = w; j.bias = bias;
+        for (int k = 0; k < n_isas; k++) j.out[k] = xmalloc((size_t)b->OUT * sizeof(float));
+        double gflop = 2.0 * b->IN * b->OUT / 1e9, seconds[CNN_ISA_COUNT];
+        for (int threads = 1; threads <= max_threads; threads++) {
+            time_isas(&j, threads, repeats, seconds);
+            print_row(b->name, gflop, threads, seconds, (size_t)b->OUT, &j);
+        }
+        free(inp); free(w); free(bias);
+        for (int k = 0; k < n_isas; k++) free(j.out[k]);
+    }
+    printf("fc rows: linear at batch 1 (GEMV); weights streamed once per run: GB/s = 2 x GF/s\n");
+    cnn_kernels_force(default_isa);
     return 0;
 }

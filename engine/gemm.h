@@ -12,10 +12,18 @@
 void sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
                int ldc, int accumulate);
 
-// Cache-blocked, register-tiled, parallel over tiles of C (OpenMP; serial when called from
-// inside a parallel region). Each element of C is summed by one thread in a fixed order, so
-// the result is bit-identical for any number of threads.
+// Packs A and B into panels and runs the SIMD micro-kernel of the kernel table
+// (engine/kernels/kernels.h: chosen once from the CPU, or by CNNSCOPE_ISA); cache-blocked,
+// parallel over tiles of C (OpenMP; serial when called from inside a parallel region). Each
+// element of C is summed by one thread in an order fixed by the shape and the ISA, so the
+// result is bit-identical for any number of threads. Differs from sgemm_ref by float
+// re-association (and FMA rounding) only.
 void sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
            int ldc, int accumulate);
+
+// For tests: sgemm as it runs when its packing buffer cannot be allocated (small stack
+// buffers, one panel at a time). Must give exactly sgemm's numbers.
+void sgemm_low_memory(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                      float *C, int ldc, int accumulate);
 
 #endif

@@ -1,28 +1,35 @@
 // gemm.c - C[M,N] (+)= A[M,K] @ B[K,N], row-major, float32. See gemm.h for the contract.
 //
-// The fast path is a small Goto-style blocking written in plain C that gcc and clang
-// auto-vectorise at -O2 (measured with bench/conv_bench.c):
-//   - C is cut into tiles of at most TILE_M x TILE_N. Tiles are independent, so OpenMP hands
-//     them out to threads; each element of C belongs to one tile, so no sum is ever split.
-//   - Inside a tile, K is walked in slices of GEMM_KC. For each slice the tile's block of B is
-//     packed into GEMM_NR-wide column panels, then every GEMM_MR-row sliver of A runs against
-//     every panel.
-//   - The micro-kernel keeps a GEMM_MR x GEMM_NR block of C in registers. Its inner loop runs
-//     over the GEMM_NR contiguous columns of a packed row of B with a compile-time trip count,
-//     which is what the vectorisers need (gcc -O2 only vectorises loops whose count is a
-//     known multiple of the vector width).
-//   - Tails (M % GEMM_MR, N % GEMM_NR) go through a plain loop with the same summation order.
-// Tile and slice sizes depend on the problem shape only, never on the thread count, so the
-// result is bit-identical for any number of threads.
+// Dims: M,N,K of the product; MR x NR the micro-kernel's register tile and KC its slice of K
+// (from the kernel table, engine/kernels/kernels.h); a tile is the block of C one task owns.
+//
+// A small Goto-style blocking around a SIMD micro-kernel picked at run time (dispatch.c):
+//   - C is cut into tiles (up to 512 x 512, multiples of MR x NR; at least MIN_TILES of them).
+//     Tiles are independent, so OpenMP hands them out to threads; each element of C belongs to
+//     one tile, so no sum is ever split.
+//   - Inside a tile, K is walked in slices of KC. For each slice the tile's block of B is
+//     packed into NR-wide column panels ((kc, NR) each, zero-padded past N), then each MR-row
+//     sliver of A is packed ((MR, kc), zero-padded past M) and run against every panel. The
+//     sliver stays in L1 while the panels stream from L2; the packing reads A and B row by
+//     row, which the prefetchers follow.
+//   - The micro-kernel keeps an MR x NR block of C in registers for the whole slice and writes
+//     only the part of it that exists in C (tails are its job).
+// Tile and slice sizes depend on the problem shape and the kernel table only, never on the
+// thread count (or on whether a buffer could be allocated), so for a given ISA the result is
+// bit-identical for any number of threads.
+#include <assert.h>
+#include <stdlib.h>
 #include <string.h>
 #include "gemm.h"
+#include "kernels/kernels.h"
 
 enum {
-    GEMM_MR = 4,     // rows of C per micro-kernel call (one accumulator array per row)
-    GEMM_NR = 16,    // columns of C per micro-kernel call (4 SSE / 2 AVX vectors)
-    GEMM_KC = 256,   // slice of K: a 256x16 B panel is 16 KB, a 4x256 A sliver 4 KB
-    TILE_M = 64,     // largest tile of C handed to one thread: 64 x 128; its packed B block
-    TILE_N = 128,    // (GEMM_KC x TILE_N = 128 KB) lives on that thread's stack
+    TILE_MAX = 512,    // largest tile of C: rows and columns (then multiples of MR and NR)
+    MIN_TILES = 8,     // shrink tiles until there are this many (balance for a few threads)
+    B_PREFETCH_ROWS = 8,   // packing B asks for the row this far ahead
+    KC_MAX = 256,      // upper bounds of a table's kc, mr and nr (they size the stack buffers
+    MR_MAX = 16,       // of the low-memory path)
+    NR_MAX = 32,
 };
 
 void sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
@@ -39,112 +46,151 @@ void sgemm_ref(int M, int N, int K, const float *A, int lda, const float *B, int
     }
 }
 
-// C[4,16] (+)= A[4,kc] @ B[kc,16]. The four rows are written out by hand rather than as a loop
-// over i: that keeps each row's 16 accumulators in registers on both gcc and clang at -O2.
-static void gemm_4x16(int kc, const float *restrict A, int lda, const float *restrict B,
-                      int ldb, float *restrict C, int ldc, int accumulate) {
-    float c0[GEMM_NR] = {0}, c1[GEMM_NR] = {0}, c2[GEMM_NR] = {0}, c3[GEMM_NR] = {0};
-    const float *a0 = A, *a1 = A + lda, *a2 = A + 2 * (size_t)lda, *a3 = A + 3 * (size_t)lda;
-    for (int p = 0; p < kc; p++) {
-        const float *restrict b = B + (size_t)p * ldb;
-        for (int j = 0; j < GEMM_NR; j++) {
-            c0[j] += a0[p] * b[j];
-            c1[j] += a1[p] * b[j];
-            c2[j] += a2[p] * b[j];
-            c3[j] += a3[p] * b[j];
-        }
-    }
-    float *restrict r0 = C, *restrict r1 = C + ldc;
-    float *restrict r2 = C + 2 * (size_t)ldc, *restrict r3 = C + 3 * (size_t)ldc;
-    if (accumulate) {
-        for (int j = 0; j < GEMM_NR; j++) {
-            r0[j] += c0[j]; r1[j] += c1[j]; r2[j] += c2[j]; r3[j] += c3[j];
-        }
-    } else {
-        for (int j = 0; j < GEMM_NR; j++) {
-            r0[j] = c0[j]; r1[j] = c1[j]; r2[j] = c2[j]; r3[j] = c3[j];
-        }
-    }
+static int ceil_div(int x, int y) {
+    return (x + y - 1) / y;
 }
 
-// The same computation for a partial block (mr <= GEMM_MR, nr <= GEMM_NR), same order of sums.
-static void gemm_edge(int mr, int nr, int kc, const float *A, int lda, const float *B, int ldb,
-                      float *C, int ldc, int accumulate) {
-    float acc[GEMM_MR][GEMM_NR] = {{0}};
-    for (int p = 0; p < kc; p++) {
-        for (int i = 0; i < mr; i++) {
-            float a = A[(size_t)i * lda + p];
-            for (int j = 0; j < nr; j++) acc[i][j] += a * B[(size_t)p * ldb + j];
-        }
-    }
+static int round_up(int x, int multiple) {
+    return (x + multiple - 1) / multiple * multiple;
+}
+
+// a_packed (MR, kc) = the mr x kc block of A at `A`, rows mr..MR-1 zero: a copy of whole runs
+// of rows. Also asks for the next `next_kc` floats of each row (the sliver's next slice of K)
+// to be prefetched: runs of kc floats are too short for the hardware prefetchers, and for a
+// weight-heavy product (N small, so little work per element of A) this read is the bottleneck.
+static void pack_a(int mr, int kc, int MR, const float *A, int lda, float *restrict a_packed,
+                   int next_kc) {
     for (int i = 0; i < mr; i++) {
-        for (int j = 0; j < nr; j++) {
-            float *c = &C[(size_t)i * ldc + j];
-            *c = accumulate ? *c + acc[i][j] : acc[i][j];
+        const float *a_row = A + (size_t)i * lda;
+        for (int p = 0; p < next_kc; p += 16) __builtin_prefetch(a_row + kc + p);
+        memcpy(a_packed + (size_t)i * kc, a_row, (size_t)kc * sizeof(float));
+    }
+    memset(a_packed + (size_t)mr * kc, 0, (size_t)(MR - mr) * kc * sizeof(float));
+}
+
+// Copies n floats; n is the panel width NR (8, 16 or 32) in the common case, where the
+// constant-size copies become a few vector moves instead of a call.
+static inline void copy_row(float *restrict dst, const float *restrict src, int n) {
+    switch (n) {
+    case 8: memcpy(dst, src, 8 * sizeof(float)); break;
+    case 16: memcpy(dst, src, 16 * sizeof(float)); break;
+    case 32: memcpy(dst, src, 32 * sizeof(float)); break;
+    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    }
+}
+
+// The kc x n block of B at `B` as ceil(n/NR) panels, one after another in b_packed: panel q
+// is (kc, NR) with b_packed[q*kc*NR + p*NR + j] = B[p][q*NR + j], and zeros past column n.
+// Row by row, so that B is read front to back in long runs the prefetchers follow (a panel at
+// a time would read NR floats from each of kc rows far apart).
+static void pack_b(int n, int kc, int NR, const float *B, int ldb, float *restrict b_packed) {
+    int full = n / NR, tail = n - full * NR;
+    for (int p = 0; p < kc; p++) {
+        const float *b_row = B + (size_t)p * ldb;
+        if (p + B_PREFETCH_ROWS < kc) {   // short runs far apart: help the prefetchers
+            const float *ahead = b_row + B_PREFETCH_ROWS * (size_t)ldb;
+            for (int j = 0; j < n; j += 16) __builtin_prefetch(ahead + j);
+        }
+        float *dst = b_packed + (size_t)p * NR;
+        for (int q = 0; q < full; q++) copy_row(dst + (size_t)q * kc * NR, b_row + q * NR, NR);
+        if (tail) {
+            float *last = dst + (size_t)full * kc * NR;
+            memcpy(last, b_row + full * NR, (size_t)tail * sizeof(float));
+            memset(last + tail, 0, (size_t)(NR - tail) * sizeof(float));
         }
     }
 }
 
-// One tile of C (at most TILE_M x TILE_N), serially. K is walked in slices of GEMM_KC; for
-// each slice, the tile's block of B is first copied into a contiguous buffer as GEMM_NR-wide
-// column panels ((kc, GEMM_NR) each, one after another). The copy reads whole rows of B, which
-// the prefetchers follow; the micro-kernel then reads its panel sequentially from L1/L2 instead
-// of touching one cache line per far-apart row of B.
-static void gemm_tile(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                      float *C, int ldc, int accumulate) {
-    float packed_b[GEMM_KC * TILE_N];   // (N/GEMM_NR panels, kc, GEMM_NR)
-    if (K == 0 && !accumulate) {
-        for (int i = 0; i < M; i++) memset(&C[(size_t)i * ldc], 0, (size_t)N * sizeof(float));
-    }
-    int full_panels = M >= GEMM_MR ? N / GEMM_NR : 0;   // panels the micro-kernel will read
-    for (int p0 = 0; p0 < K; p0 += GEMM_KC) {
-        int kc = K - p0 < GEMM_KC ? K - p0 : GEMM_KC;
+// One tile of C (m x n), serially. a_buf holds MR*kc floats, b_buf b_panels panels of kc*NR.
+// Normally b_buf holds all of the tile's panels; with fewer (no memory for the large buffer)
+// the panels are packed a group at a time, the same kernel calls run on the same packed
+// values, and the result is the same.
+static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const float *A, int lda,
+                      const float *B, int ldb, float *C, int ldc, int accumulate,
+                      float *a_buf, float *b_buf, int b_panels) {
+    const int MR = kt->mr, NR = kt->nr;
+    for (int p0 = 0; p0 < K; p0 += kt->kc) {
+        int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
         int acc = accumulate || p0 > 0;   // later slices add onto the earlier ones
-        for (int p = 0; p < kc; p++) {
-            const float *b_row = B + (size_t)(p0 + p) * ldb;
-            for (int panel = 0; panel < full_panels; panel++) {
-                memcpy(&packed_b[((size_t)panel * kc + p) * GEMM_NR], &b_row[panel * GEMM_NR],
-                       sizeof(float) * GEMM_NR);
-            }
-        }
-        for (int i0 = 0; i0 < M; i0 += GEMM_MR) {
-            int mr = M - i0 < GEMM_MR ? M - i0 : GEMM_MR;
-            const float *a = A + (size_t)i0 * lda + p0;
-            for (int j0 = 0; j0 < N; j0 += GEMM_NR) {
-                int nr = N - j0 < GEMM_NR ? N - j0 : GEMM_NR;
-                float *c = C + (size_t)i0 * ldc + j0;
-                if (mr == GEMM_MR && nr == GEMM_NR) {
-                    const float *b = &packed_b[(size_t)(j0 / GEMM_NR) * kc * GEMM_NR];
-                    gemm_4x16(kc, a, lda, b, GEMM_NR, c, ldc, acc);
-                } else {
-                    gemm_edge(mr, nr, kc, a, lda, B + (size_t)p0 * ldb + j0, ldb, c, ldc, acc);
+        for (int jb = 0; jb < n; jb += b_panels * NR) {
+            int nb = n - jb < b_panels * NR ? n - jb : b_panels * NR;   // columns of this group
+            pack_b(nb, kc, NR, B + (size_t)p0 * ldb + jb, ldb, b_buf);
+            for (int i0 = 0; i0 < m; i0 += MR) {
+                int mr = m - i0 < MR ? m - i0 : MR;
+                int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
+                pack_a(mr, kc, MR, A + (size_t)i0 * lda + p0, lda, a_buf, next_kc);
+                for (int j0 = 0; j0 < nb; j0 += NR) {
+                    int nr = nb - j0 < NR ? nb - j0 : NR;
+                    kt->gemm(mr, nr, kc, a_buf, b_buf + (size_t)(j0 / NR) * kc * NR,
+                             C + (size_t)i0 * ldc + jb + j0, (size_t)ldc, acc);
                 }
             }
         }
     }
 }
 
+// sgemm, and sgemm_low_memory when `low_memory` (the stack buffers even if malloc would work).
+static void sgemm_run(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                      float *C, int ldc, int accumulate, int low_memory) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {   // an empty sum: C stays, or becomes 0
+        if (!accumulate) {
+            for (int i = 0; i < M; i++) memset(&C[(size_t)i * ldc], 0, (size_t)N * sizeof(float));
+        }
+        return;
+    }
+    const cnn_kernel_table *kt = cnn_kernels();
+    const int MR = kt->mr, NR = kt->nr;
+    // Tile sizes: as large as allowed (a 512 x 512 tile packs each slice of B and each sliver of
+    // A once for many kernel calls), then split until there are MIN_TILES tiles to share out.
+    // Each extra band of rows reads and packs all of B once more, each extra column of tiles
+    // all of A: split the side where that costs fewer floats.
+    int tile_m = round_up(M < TILE_MAX ? M : TILE_MAX, MR);
+    int tile_n = round_up(N < TILE_MAX ? N : TILE_MAX, NR);
+    for (;;) {
+        int bands = ceil_div(M, tile_m), columns = ceil_div(N, tile_n);
+        if ((long)bands * columns >= MIN_TILES) break;
+        int half_m = round_up(ceil_div(tile_m, 2), MR), half_n = round_up(ceil_div(tile_n, 2), NR);
+        int can_split_m = tile_m >= 4 * MR, can_split_n = tile_n >= 4 * NR;
+        if (!can_split_m && !can_split_n) break;
+        double more_b = (double)(ceil_div(M, half_m) - bands) * K * N;   // floats re-read
+        double more_a = (double)(ceil_div(N, half_n) - columns) * M * K;
+        if (can_split_m && (!can_split_n || more_b <= more_a)) tile_m = half_m;
+        else tile_n = half_n;
+    }
+    int tiles_n = ceil_div(N, tile_n), tiles = ceil_div(M, tile_m) * tiles_n;
+    assert(MR <= MR_MAX && NR <= NR_MAX && kt->kc <= KC_MAX);
+    int kc = K < kt->kc ? K : kt->kc;
+    size_t a_floats = (size_t)round_up(MR * kc, 16);   // keeps the B panels 64-byte aligned
+    size_t bytes = (a_floats + (size_t)kc * tile_n) * sizeof(float);
+    bytes = (bytes + 63) / 64 * 64;
+    #pragma omp parallel if (tiles > 1 && 2.0 * M * N * K > 2e6)
+    {
+        // One buffer per thread for all its tiles. Without one, a small stack buffer packs one
+        // panel at a time (slower, same numbers).
+        float *buf = low_memory ? NULL : aligned_alloc(64, bytes);
+        _Alignas(64) float small_a[MR_MAX * KC_MAX], small_b[NR_MAX * KC_MAX];
+        float *a_buf = buf ? buf : small_a;
+        float *b_buf = buf ? buf + a_floats : small_b;
+        int b_panels = buf ? tile_n / NR : 1;
+        #pragma omp for schedule(dynamic)
+        for (int t = 0; t < tiles; t++) {
+            int i0 = (t / tiles_n) * tile_m, j0 = (t % tiles_n) * tile_n;
+            int m = M - i0 < tile_m ? M - i0 : tile_m;
+            int n = N - j0 < tile_n ? N - j0 : tile_n;
+            gemm_tile(kt, m, n, K, A + (size_t)i0 * lda, lda, B + j0, ldb,
+                      C + (size_t)i0 * ldc + j0, ldc, accumulate, a_buf, b_buf, b_panels);
+        }
+        free(buf);
+    }
+}
+
 void sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
            int ldc, int accumulate) {
-    if (M <= 0 || N <= 0) return;
-    // Tile sizes: start large (a 64 x 128 tile reuses each packed B panel 16 times and each A
-    // sliver 8 times) and halve until there are enough tiles to keep a few threads busy.
-    int tile_m = TILE_M, tile_n = TILE_N;
-    for (;;) {
-        long tiles = (long)((M + tile_m - 1) / tile_m) * ((N + tile_n - 1) / tile_n);
-        if (tiles >= 8) break;
-        if (tile_n > 64 && N > 64) tile_n /= 2;
-        else if (tile_m > 16 && M > 16) tile_m /= 2;
-        else break;
-    }
-    int tiles_m = (M + tile_m - 1) / tile_m, tiles_n = (N + tile_n - 1) / tile_n;
-    int tiles = tiles_m * tiles_n;
-    #pragma omp parallel for schedule(dynamic) if (tiles > 1 && 2.0 * M * N * K > 2e6)
-    for (int t = 0; t < tiles; t++) {
-        int i0 = (t / tiles_n) * tile_m, j0 = (t % tiles_n) * tile_n;
-        int m = M - i0 < tile_m ? M - i0 : tile_m;
-        int n = N - j0 < tile_n ? N - j0 : tile_n;
-        gemm_tile(m, n, K, A + (size_t)i0 * lda, lda, B + j0, ldb, C + (size_t)i0 * ldc + j0, ldc,
-                  accumulate);
-    }
+    sgemm_run(M, N, K, A, lda, B, ldb, C, ldc, accumulate, 0);
+}
+
+void sgemm_low_memory(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                      float *C, int ldc, int accumulate) {
+    sgemm_run(M, N, K, A, lda, B, ldb, C, ldc, accumulate, 1);
 }

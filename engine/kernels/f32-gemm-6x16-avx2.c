@@ -1,0 +1,55 @@
+// f32-gemm-6x16-avx2.c - AVX2 + FMA3 gemm micro-kernel: a 6 x 16 tile of C from packed panels,
+// contract in kernels.h. Compiled with -mavx2 -mfma (Makefile); dispatch.c calls it only on a
+// CPU that has both.
+//
+// Registers: 12 accumulators (6 rows x 2 vectors of 8), 2 for the packed row of B and 1 for
+// the broadcast element of A: 15 of the 16 ymm registers. Per step of p: 2 loads of B,
+// 6 broadcasts of A, 12 FMAs.
+#if defined(__x86_64__)
+#include <assert.h>
+#include <immintrin.h>
+#include "kernels.h"
+
+enum { MR = 6, NR = 16 };
+
+void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
+                             const float *restrict b_packed, float *restrict c, size_t c_stride,
+                             int accumulate) {
+    // a_packed is (6, kc), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
+    assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
+    __m256 acc[MR][2];
+    #pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    const size_t a_stride = (size_t)kc;   // between the packed rows of A
+    for (int p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_loadu_ps(b_packed), b1 = _mm256_loadu_ps(b_packed + 8);
+        #pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            __m256 a = _mm256_broadcast_ss(a_packed + i * a_stride + p);
+            acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+        }
+        b_packed += NR;
+    }
+    if (mr == MR && nr == NR) {
+        #pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            float *c_row = c + (size_t)i * c_stride;
+            if (accumulate) {
+                acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(c_row), acc[i][0]);
+                acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(c_row + 8), acc[i][1]);
+            }
+            _mm256_storeu_ps(c_row, acc[i][0]);
+            _mm256_storeu_ps(c_row + 8, acc[i][1]);
+        }
+        return;
+    }
+    float tile[MR][NR];   // partial tile: through the shared edge path
+    #pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        _mm256_storeu_ps(&tile[i][0], acc[i][0]);
+        _mm256_storeu_ps(&tile[i][8], acc[i][1]);
+    }
+    cnn_gemm_store_edge(mr, nr, &tile[0][0], NR, c, c_stride, accumulate);
+}
+#endif

@@ -1,0 +1,109 @@
+// kernels.h - the SIMD micro-kernels under sgemm (gemm.c) and linear (linear.c), and the table
+// that picks one set of them per process (dispatch.c).
+//
+// Dims: MR x NR the register tile of C one gemm call computes, kc the slice of the inner
+// dimension it sums over; rows x n the block of weight rows one gemv call dots with x.
+//
+// Files are named dtype-op-tile-ISA (f32-gemm-14x32-avx512.c holds cnn_f32_gemm_14x32__avx512),
+// one ISA per file, so the Makefile gives ISA flags (-mavx2 -mfma, -mavx512f) to those files
+// only. Nothing outside engine/kernels/ knows which ISAs exist: ops call through the table
+// returned by cnn_kernels(), filled once from CPUID (x86) or HWCAP (aarch64), or forced with
+// CNNSCOPE_ISA=scalar|avx2|avx512|neon.
+#ifndef CNNSCOPE_KERNELS_H
+#define CNNSCOPE_KERNELS_H
+
+#include <stddef.h>
+#include "cnnscope.h"
+
+typedef enum {
+    CNN_ISA_SCALAR,   // portable C (auto-vectorised by the compiler for the base ISA)
+    CNN_ISA_AVX2,     // x86-64 AVX2 + FMA3
+    CNN_ISA_AVX512,   // x86-64 AVX-512F
+    CNN_ISA_NEON,     // aarch64 Advanced SIMD
+    CNN_ISA_COUNT
+} cnn_isa_id;
+
+// C[mr,nr] = (accumulate ? C : 0) + A[mr,kc] @ B[kc,nr], from packed panels:
+//   a_packed is (MR, kc): a_packed[i*kc + p] = A[i][p]; rows mr <= i < MR hold zeros. (Rows,
+//     not the transposed (kc, MR) sliver: packing is then a copy of whole runs of A, several
+//     times faster than a transpose, while the kernel's MR broadcasts per step from MR rows
+//     instead of one stream measured within a few per cent.)
+//   b_packed is (kc, NR): b_packed[p*NR + j] = B[p][j]; columns nr <= j < NR hold zeros.
+//   c is row-major with c_stride elements between rows; only its mr x nr block is read or
+//   written (partial tiles are the kernel's job, so callers never pad C).
+// Preconditions: 1 <= mr <= MR, 1 <= nr <= NR, kc >= 1. Each C element is summed over p in
+// order (one fused or unfused multiply-add per p), then added to C once.
+typedef void (*cnn_f32_gemm_ukernel)(int mr, int nr, int kc, const float *restrict a_packed,
+                                     const float *restrict b_packed, float *restrict c,
+                                     size_t c_stride, int accumulate);
+
+// y[r] = sum_i w[r*w_stride + i] * x[i] for 0 <= r < rows: `rows` weight rows against one
+// input vector, each row read once, front to back. w is (rows, n) with row stride w_stride,
+// x is (n), y is (rows). Preconditions: 1 <= rows <= CNN_GEMV_ROWS, n >= 0. A row's sum does
+// not depend on `rows` or on the other rows, so a block boundary never changes a result.
+enum { CNN_GEMV_ROWS = 4 };
+typedef void (*cnn_f32_gemv_ukernel)(int rows, int n, const float *restrict w, size_t w_stride,
+                                     const float *restrict x, float *restrict y);
+
+typedef struct {
+    cnn_isa_id isa;
+    const char *name;            // "avx512": the CNNSCOPE_ISA spelling
+    cnn_f32_gemm_ukernel gemm;
+    int mr, nr;                  // gemm register tile
+    int kc;                      // slice of K per packed panel (sizes the L1/L2 working set)
+    cnn_f32_gemv_ukernel gemv;
+} cnn_kernel_table;
+
+// The kernels every sgemm / linear call uses: chosen once per process (the widest ISA this
+// CPU and build support, or the one CNNSCOPE_ISA names if it is available here).
+const cnn_kernel_table *cnn_kernels(void);
+
+// The table of `isa`, or NULL if this build or this CPU lacks it.
+const cnn_kernel_table *cnn_kernels_for(cnn_isa_id isa);
+
+// Test and benchmark hook: makes `isa` the kernels of every later call. Process-wide, so call
+// it only while no other thread runs kernels. Returns 0 (and changes nothing) if unavailable.
+int cnn_kernels_force(cnn_isa_id isa);
+
+// Parses a CNNSCOPE_ISA value: CNN_OK and *isa, or CNN_ERR_ARG (with the message set) for an
+// unknown name or an ISA this CPU or build lacks.
+cnn_status cnn_kernels_parse_isa(const char *value, cnn_isa_id *isa);
+
+// The edge path shared by the gemm micro-kernels: a kernel that computed a partial tile into
+// a full (MR, NR) buffer `tile` (row stride tile_stride) writes its mr x nr corner into C.
+static inline void cnn_gemm_store_edge(int mr, int nr, const float *tile, int tile_stride,
+                                       float *c, size_t c_stride, int accumulate) {
+    for (int i = 0; i < mr; i++) {
+        float *c_row = c + (size_t)i * c_stride;
+        const float *t_row = tile + (size_t)i * tile_stride;
+        for (int j = 0; j < nr; j++) c_row[j] = accumulate ? c_row[j] + t_row[j] : t_row[j];
+    }
+}
+
+// The micro-kernels (see the files of the same names).
+void cnn_f32_gemm_4x16__scalar(int mr, int nr, int kc, const float *restrict a_packed,
+                               const float *restrict b_packed, float *restrict c,
+                               size_t c_stride, int accumulate);
+void cnn_f32_gemv_4x16__scalar(int rows, int n, const float *restrict w, size_t w_stride,
+                               const float *restrict x, float *restrict y);
+#if defined(__x86_64__)
+void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
+                             const float *restrict b_packed, float *restrict c, size_t c_stride,
+                             int accumulate);
+void cnn_f32_gemv_4x16__avx2(int rows, int n, const float *restrict w, size_t w_stride,
+                             const float *restrict x, float *restrict y);
+void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
+                                const float *restrict b_packed, float *restrict c,
+                                size_t c_stride, int accumulate);
+void cnn_f32_gemv_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,
+                               const float *restrict x, float *restrict y);
+#endif
+#if defined(__aarch64__)
+void cnn_f32_gemm_8x8__neon(int mr, int nr, int kc, const float *restrict a_packed,
+                            const float *restrict b_packed, float *restrict c, size_t c_stride,
+                            int accumulate);
+void cnn_f32_gemv_4x16__neon(int rows, int n, const float *restrict w, size_t w_stride,
+                             const float *restrict x, float *restrict y);
+#endif
+
+#endif

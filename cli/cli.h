@@ -74,5 +74,13 @@ int cmd_classify(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
+int cmd_filters(int argc, char **argv);
+int cmd_maps(int argc, char **argv);
+int cmd_patches(int argc, char **argv);
+int cmd_features(int argc, char **argv);
+int cmd_neighbors(int argc, char **argv);
+int cmd_knn_eval(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
+int cmd_explain(int argc, char **argv);
 
 #endif

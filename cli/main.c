@@ -16,6 +16,14 @@ static const command commands[] = {
     {"eval", cmd_eval, "top-1 / top-5 accuracy on an ImageFolder"},
     {"dump", cmd_dump, "write layer outputs for an input tensor as .npy"},
     {"preprocess", cmd_preprocess, "write the network input for images as .npy"},
+    {"filters", cmd_filters, "a convolution's filters as a PNG grid"},
+    {"maps", cmd_maps, "a layer's feature maps for one image (PNG)"},
+    {"patches", cmd_patches, "the image patches that activate each channel most"},
+    {"features", cmd_features, "one feature row per image at a layer (.npy)"},
+    {"neighbors", cmd_neighbors, "nearest neighbours of an image in feature space"},
+    {"knn-eval", cmd_knn_eval, "k-NN accuracy in feature space, suspicious labels"},
+    {"embed", cmd_embed, "2-D maps of features: PCA, t-SNE, UMAP (CSV, SVG, PNG)"},
+    {"explain", cmd_explain, "why the network decided: saliency, DeconvNet, guided, CAM, Grad-CAM"},
 };
 
 static void usage(FILE *f) {

@@ -80,4 +80,53 @@ void softmax_forward_ref(float *out, const float *inp, int N, int F);
 void shortcut_a_forward_ref(float *out, const float *inp, int N, int C, int H, int W, int stride,
                             int pad_before, int pad_after);
 
+// ---------------------------------------------------------------------------------------------
+// Backward kernels: gradients with respect to the input of each op (never the weights), as
+// llm.c writes them: `dinp`, then `dout`, then what the forward saved (its input or output),
+// then parameters, then dims. They ACCUMULATE into dinp (+=), so a node read by several others
+// sums their contributions. Each sits beside its forward in engine/ops/<op>.c.
+
+// relu: dinp, dout, out (the forward output) are (n); `rule` (cnnscope.h) says what passes;
+// `out` may be NULL for CNN_RELU_DECONVNET.
+void relu_backward_ref(float *dinp, const float *dout, const float *out, size_t n,
+                       cnn_relu_rule rule);
+
+// conv2d: dinp [N,C,H,W], dout [N,K,OH,OW], weight [K,C/groups,R,S]; the transposed conv.
+void conv2d_backward_ref(float *dinp, const float *dout, const float *weight, int N, int C,
+                         int H, int W, int K, int OH, int OW, const cnn_window *win);
+// The fast path: sgemm with the transposed weights, then col2im (see conv2d.c); `workspace`
+// holds conv2d_backward_workspace_floats(...) floats (may be NULL when that is 0).
+size_t conv2d_backward_workspace_floats(int C, int K, int OH, int OW, const cnn_window *win);
+void conv2d_backward(float *dinp, const float *dout, const float *weight, int N, int C, int H,
+                     int W, int K, int OH, int OW, const cnn_window *win, float *workspace);
+
+// batchnorm (inference): dinp, dout [N,C,HW]; a per-channel scale gamma / sqrt(var + eps).
+void batchnorm_backward_ref(float *dinp, const float *dout, const float *gamma, const float *var,
+                            float eps, int N, int C, int HW);
+
+// maxpool: dinp, inp [N,C,H,W] (inp: the forward input, from which the argmax switches are
+// found again, first maximum in window order as PyTorch), dout [N,C,OH,OW].
+void maxpool_backward_ref(float *dinp, const float *dout, const float *inp, int N, int C, int H,
+                          int W, int OH, int OW, const cnn_window *win);
+
+// avgpool / adaptive_avgpool: dinp [N,C,H,W], dout [N,C,OH,OW].
+void avgpool_backward_ref(float *dinp, const float *dout, int N, int C, int H, int W, int OH,
+                          int OW, const cnn_window *win);
+void adaptive_avgpool_backward_ref(float *dinp, const float *dout, int N, int C, int H, int W,
+                                   int OH, int OW);
+
+// linear: dinp [N,IN], dout [N,OUT], weight [OUT,IN].
+void linear_backward_ref(float *dinp, const float *dout, const float *weight, int N, int IN,
+                         int OUT);
+
+// add: da, db, dout (n); da may equal db.
+void add_backward_ref(float *da, float *db, const float *dout, size_t n);
+
+// softmax: dinp, dout, out (the forward output) [N,F].
+void softmax_backward_ref(float *dinp, const float *dout, const float *out, int N, int F);
+
+// shortcut_a: dinp [N,C,H,W], dout [N, pad_before + C + pad_after, OH, OW].
+void shortcut_a_backward_ref(float *dinp, const float *dout, int N, int C, int H, int W,
+                             int stride, int pad_before, int pad_after);
+
 #endif

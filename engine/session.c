@@ -439,3 +439,11 @@ const cnn_tensor *cnn_session_output(const cnn_session *s, int node) {
     }
     return &s->tensors[node];
 }
+
+const cnn_model *cnn_session_model(const cnn_session *s) {
+    return s->model;
+}
+
+const cnn_session_options *cnn_session_get_options(const cnn_session *s) {
+    return &s->opt;
+}

@@ -38,3 +38,21 @@ void batchnorm_fold_into_conv(float *weight_out, float *bias_out, const float *w
         bias_out[k] = (float)((b - mean[k]) * scale + beta[k]);
     }
 }
+
+// Backward (inference statistics are constants): a per-channel scale,
+//   dinp[n,c,i] += dout[n,c,i] * gamma[c] / sqrt(var[c] + eps)
+// The gradient through a conv with this batch norm folded into it is the same scale followed
+// by the conv's backward with the unfolded weights.
+void batchnorm_backward_ref(float *dinp, const float *dout, const float *gamma, const float *var,
+                            float eps, int N, int C, int HW) {
+    // dinp, dout are (N,C,HW); gamma, var are (C); dinp accumulates
+    int planes = N * C;
+    #pragma omp parallel for schedule(static) if ((size_t)planes * HW > 65536)
+    for (int plane = 0; plane < planes; plane++) {
+        int c = plane % C;
+        float inv_std = 1.0f / sqrtf(var[c] + eps);
+        const float *dy = dout + (size_t)plane * HW;
+        float *dx = dinp + (size_t)plane * HW;
+        for (int i = 0; i < HW; i++) dx[i] += dy[i] * inv_std * gamma[c];
+    }
+}

@@ -196,3 +196,167 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backward with respect to the input (the "transposed convolution"): every input pixel
+// collects the output gradients of the windows that read it, through the same weights,
+//
+//   dinp[n,c,iy,ix] += sum_{k of c's group, r, s} dout[n,k,oy,ox] * weight[k, c - g*Cg, r, s]
+//       over the taps with iy = oy*stride_h - pad_h + r*dilation_h (likewise ix) for some
+//       output position 0 <= oy < OH, 0 <= ox < OW.
+
+// The reference gathers each input pixel's sum (in double) straight from that formula.
+void conv2d_backward_ref(float *dinp, const float *dout, const float *weight, int N, int C,
+                         int H, int W, int K, int OH, int OW, const cnn_window *win) {
+    // dinp is (N,C,H,W), dout is (N,K,OH,OW), weight is (K,C/G,R,S); dinp accumulates
+    int R = win->kernel[0], S = win->kernel[1];
+    int Cg = C / win->groups, Kg = K / win->groups;
+    for (int n = 0; n < N; n++) {
+        for (int c = 0; c < C; c++) {
+            int g = c / Cg, c_in_group = c % Cg;
+            for (int iy = 0; iy < H; iy++) {
+                for (int ix = 0; ix < W; ix++) {
+                    double sum = 0.0;
+                    for (int k = g * Kg; k < (g + 1) * Kg; k++) {
+                        const float *dout_k = dout + ((size_t)n * K + k) * OH * OW;
+                        const float *w_kc = weight + ((size_t)k * Cg + c_in_group) * R * S;
+                        for (int r = 0; r < R; r++) {
+                            // the output row whose tap r lands on iy, if there is one
+                            int ty = iy + win->padding[0] - r * win->dilation[0];
+                            if (ty < 0 || ty % win->stride[0] != 0) continue;
+                            int oy = ty / win->stride[0];
+                            if (oy >= OH) continue;
+                            for (int s = 0; s < S; s++) {
+                                int tx = ix + win->padding[1] - s * win->dilation[1];
+                                if (tx < 0 || tx % win->stride[1] != 0) continue;
+                                int ox = tx / win->stride[1];
+                                if (ox >= OW) continue;
+                                sum += (double)dout_k[(size_t)oy * OW + ox] * w_kc[r * S + s];
+                            }
+                        }
+                    }
+                    dinp[(((size_t)n * C + c) * H + iy) * W + ix] += (float)sum;
+                }
+            }
+        }
+    }
+}
+
+size_t conv2d_backward_workspace_floats(int C, int K, int OH, int OW, const cnn_window *win) {
+    conv2d_path_kind path = conv2d_path(C, win);
+    if (path == CONV_DEPTHWISE_DIRECT) return 0;
+    size_t weight_t = (size_t)K * (C / win->groups) * win->kernel[0] * win->kernel[1];
+    if (path == CONV_POINTWISE_GEMM) return weight_t;
+    return weight_t + (size_t)(C / win->groups) * win->kernel[0] * win->kernel[1] * OH * OW;
+}
+
+// The inverse of im2col: inp[c, iy, ix] += col[(c*R + r)*S + s, oy*OW + ox] over every tap
+// that read (c, iy, ix). col is (Cg*R*S, OH*OW), inp is (Cg,H,W). Parallel over channels: the
+// R*S rows of one channel all add into its plane, so they stay with one thread, in order.
+static void col2im_add(float *inp, const float *col, int Cg, int H, int W, int OH, int OW,
+                       const cnn_window *win) {
+    int R = win->kernel[0], S = win->kernel[1];
+    int sh = win->stride[0], sw = win->stride[1];
+    #pragma omp parallel for schedule(static) if ((size_t)Cg * R * S * OH * OW > 32768)
+    for (int c = 0; c < Cg; c++) {
+        for (int r = 0; r < R; r++) {
+            int iy0 = r * win->dilation[0] - win->padding[0];   // iy = oy*sh + iy0
+            int oy_lo, oy_hi;
+            valid_range(OH, H, sh, iy0, &oy_lo, &oy_hi);
+            for (int s = 0; s < S; s++) {
+                int ix0 = s * win->dilation[1] - win->padding[1];
+                int ox_lo, ox_hi;
+                valid_range(OW, W, sw, ix0, &ox_lo, &ox_hi);
+                const float *src_row = col + ((size_t)(c * R + r) * S + s) * OH * OW;
+                for (int oy = oy_lo; oy < oy_hi; oy++) {
+                    const float *src = src_row + (size_t)oy * OW;
+                    float *dst = inp + ((size_t)c * H + oy * sh + iy0) * W + ix0;   // dst[ox*sw]
+                    if (sw == 1) {
+                        axpy(dst + ox_lo, src + ox_lo, ox_hi - ox_lo, 1.0f);
+                    } else {
+                        for (int ox = ox_lo; ox < ox_hi; ox++) dst[(size_t)ox * sw] += src[ox];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Depthwise backward for one input plane: every output plane of its group scatters back
+// through its R*S taps. dinp is (H,W), dout is (Kg,OH,OW), w is (Kg,R,S).
+static void conv2d_plane_backward_direct(float *dinp, const float *dout, const float *w, int Kg,
+                                         int H, int W, int OH, int OW, const cnn_window *win) {
+    int R = win->kernel[0], S = win->kernel[1];
+    int sh = win->stride[0], sw = win->stride[1];
+    for (int k = 0; k < Kg; k++) {
+        const float *dout_k = dout + (size_t)k * OH * OW;
+        for (int r = 0; r < R; r++) {
+            int iy0 = r * win->dilation[0] - win->padding[0];
+            int oy_lo, oy_hi;
+            valid_range(OH, H, sh, iy0, &oy_lo, &oy_hi);
+            for (int s = 0; s < S; s++) {
+                int ix0 = s * win->dilation[1] - win->padding[1];
+                int ox_lo, ox_hi;
+                valid_range(OW, W, sw, ix0, &ox_lo, &ox_hi);
+                float wv = w[((size_t)k * R + r) * S + s];
+                for (int oy = oy_lo; oy < oy_hi; oy++) {
+                    const float *src = dout_k + (size_t)oy * OW;
+                    float *dst = dinp + (size_t)(oy * sh + iy0) * W + ix0;
+                    if (sw == 1) {
+                        axpy(dst + ox_lo, src + ox_lo, ox_hi - ox_lo, wv);
+                    } else {
+                        for (int ox = ox_lo; ox < ox_hi; ox++) dst[(size_t)ox * sw] += wv * src[ox];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The fast path mirrors the forward's: per image and group, col[CRS, P] = weight_g^T[CRS, Kg]
+// @ dout_g[Kg, P] with the blocked sgemm, then col2im adds the columns back into the image
+// (pointwise convs add weight_g^T @ dout_g straight into the image; depthwise ones scatter
+// directly, parallel over input planes). The transposed weights go to the workspace first.
+void conv2d_backward(float *dinp, const float *dout, const float *weight, int N, int C, int H,
+                     int W, int K, int OH, int OW, const cnn_window *win, float *workspace) {
+    // dinp is (N,C,H,W), dout is (N,K,OH,OW), weight is (K,C/G,R,S); dinp accumulates;
+    // workspace holds conv2d_backward_workspace_floats(C,K,OH,OW,win) floats
+    int G = win->groups, Cg = C / G, Kg = K / G;
+    int CRS = Cg * win->kernel[0] * win->kernel[1];
+    size_t P = (size_t)OH * OW;
+    conv2d_path_kind path = conv2d_path(C, win);
+
+    if (path == CONV_DEPTHWISE_DIRECT) {   // Cg = 1: input plane c belongs to group c
+        int planes = N * C;
+        #pragma omp parallel for schedule(static)
+        for (int plane = 0; plane < planes; plane++) {
+            int n = plane / C, c = plane % C;
+            conv2d_plane_backward_direct(dinp + (size_t)plane * H * W,
+                                         dout + ((size_t)n * K + (size_t)c * Kg) * P,
+                                         weight + (size_t)c * Kg * CRS, Kg, H, W, OH, OW, win);
+        }
+        return;
+    }
+
+    float *weight_t = workspace;                       // (G, CRS, Kg)
+    float *cols = workspace + (size_t)K * CRS;         // (CRS, P), im2col path only
+    for (int g = 0; g < G; g++) {
+        for (int k = 0; k < Kg; k++) {
+            const float *w_k = weight + ((size_t)g * Kg + k) * CRS;
+            for (int e = 0; e < CRS; e++) weight_t[((size_t)g * CRS + e) * Kg + k] = w_k[e];
+        }
+    }
+    for (int n = 0; n < N; n++) {
+        for (int g = 0; g < G; g++) {
+            const float *weight_t_g = weight_t + (size_t)g * CRS * Kg;           // (CRS,Kg)
+            const float *dout_g = dout + ((size_t)n * K + (size_t)g * Kg) * P;    // (Kg,P)
+            float *dinp_g = dinp + ((size_t)n * C + (size_t)g * Cg) * H * W;     // (Cg,H,W)
+            if (path == CONV_POINTWISE_GEMM) {   // P = H*W and CRS = Cg
+                sgemm(Cg, (int)P, Kg, weight_t_g, Kg, dout_g, (int)P, dinp_g, (int)P, 1);
+            } else {
+                sgemm(CRS, (int)P, Kg, weight_t_g, Kg, dout_g, (int)P, cols, (int)P, 0);
+                col2im_add(dinp_g, cols, Cg, H, W, OH, OW, win);
+            }
+        }
+    }
+}

@@ -115,3 +115,111 @@ void adaptive_avgpool_forward_ref(float *out, const float *inp, int N, int C, in
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backward passes: each output's gradient goes back to the input pixels its window read.
+
+// maxpool backward: the whole gradient of an output goes to the input its window picked (the
+// "switch"). The switches are found again from the forward input exactly as the forward scan
+// finds the maximum: the first maximum in row-major window order wins, a NaN wins over
+// anything (PyTorch's CPU kernel does the same, so ties such as a window of ReLU zeros route
+// the gradient to the same pixel). DeconvNet's unpooling uses these same switches.
+void maxpool_backward_ref(float *dinp, const float *dout, const float *inp, int N, int C, int H,
+                          int W, int OH, int OW, const cnn_window *win) {
+    // dinp, inp are (N,C,H,W), dout is (N,C,OH,OW); dinp accumulates
+    int kh = win->kernel[0], kw = win->kernel[1];
+    int sh = win->stride[0], sw = win->stride[1];
+    int dh = win->dilation[0], dw = win->dilation[1];
+    int planes = N * C;
+    #pragma omp parallel for schedule(static) if ((size_t)planes * OH * OW > 16384)
+    for (int plane = 0; plane < planes; plane++) {
+        const float *in_p = inp + (size_t)plane * H * W;
+        const float *dout_p = dout + (size_t)plane * OH * OW;
+        float *din_p = dinp + (size_t)plane * H * W;
+        for (int oy = 0; oy < OH; oy++) {
+            int y0 = oy * sh - win->padding[0];
+            int y1 = y0 + (kh - 1) * dh + 1;
+            if (y1 > H) y1 = H;
+            while (y0 < 0) y0 += dh;
+            for (int ox = 0; ox < OW; ox++) {
+                int x0 = ox * sw - win->padding[1];
+                int x1 = x0 + (kw - 1) * dw + 1;
+                if (x1 > W) x1 = W;
+                while (x0 < 0) x0 += dw;
+                if (y0 >= y1 || x0 >= x1) continue;   // a window of padding only: no switch
+                size_t argmax = (size_t)y0 * W + x0;
+                float max = -INFINITY;
+                for (int y = y0; y < y1; y += dh) {
+                    for (int x = x0; x < x1; x += dw) {
+                        float v = in_p[(size_t)y * W + x];
+                        if (v > max || isnan(v)) {
+                            max = v;
+                            argmax = (size_t)y * W + x;
+                        }
+                    }
+                }
+                din_p[argmax] += dout_p[(size_t)oy * OW + ox];
+            }
+        }
+    }
+}
+
+// avgpool backward: each output's gradient is shared out over its window (clipped to the
+// input) divided by the forward's divisor.
+void avgpool_backward_ref(float *dinp, const float *dout, int N, int C, int H, int W, int OH,
+                          int OW, const cnn_window *win) {
+    // dinp is (N,C,H,W), dout is (N,C,OH,OW); dinp accumulates
+    int kh = win->kernel[0], kw = win->kernel[1];
+    int sh = win->stride[0], sw = win->stride[1];
+    int ph = win->padding[0], pw = win->padding[1];
+    int planes = N * C;
+    #pragma omp parallel for schedule(static) if ((size_t)planes * OH * OW > 16384)
+    for (int plane = 0; plane < planes; plane++) {
+        const float *dout_p = dout + (size_t)plane * OH * OW;
+        float *din_p = dinp + (size_t)plane * H * W;
+        for (int oy = 0; oy < OH; oy++) {
+            int y0 = oy * sh - ph;
+            int y1 = y0 + kh < H + ph ? y0 + kh : H + ph;
+            int padded_h = y1 - y0;
+            if (y0 < 0) y0 = 0;
+            if (y1 > H) y1 = H;
+            for (int ox = 0; ox < OW; ox++) {
+                int x0 = ox * sw - pw;
+                int x1 = x0 + kw < W + pw ? x0 + kw : W + pw;
+                int padded_w = x1 - x0;
+                if (x0 < 0) x0 = 0;
+                if (x1 > W) x1 = W;
+                if (y0 >= y1 || x0 >= x1) continue;   // its output was a constant 0
+                int divisor = win->count_include_pad ? padded_h * padded_w : (y1 - y0) * (x1 - x0);
+                float share = dout_p[(size_t)oy * OW + ox] / (float)divisor;
+                for (int y = y0; y < y1; y++) {
+                    for (int x = x0; x < x1; x++) din_p[(size_t)y * W + x] += share;
+                }
+            }
+        }
+    }
+}
+
+// adaptive avgpool backward: the same with the adaptive windows (which may overlap).
+void adaptive_avgpool_backward_ref(float *dinp, const float *dout, int N, int C, int H, int W,
+                                   int OH, int OW) {
+    // dinp is (N,C,H,W), dout is (N,C,OH,OW); dinp accumulates
+    int planes = N * C;
+    #pragma omp parallel for schedule(static) if ((size_t)planes * H * W > 65536)
+    for (int plane = 0; plane < planes; plane++) {
+        const float *dout_p = dout + (size_t)plane * OH * OW;
+        float *din_p = dinp + (size_t)plane * H * W;
+        for (int oy = 0; oy < OH; oy++) {
+            int y0 = (int)((int64_t)oy * H / OH);
+            int y1 = (int)(((int64_t)(oy + 1) * H + OH - 1) / OH);
+            for (int ox = 0; ox < OW; ox++) {
+                int x0 = (int)((int64_t)ox * W / OW);
+                int x1 = (int)(((int64_t)(ox + 1) * W + OW - 1) / OW);
+                float share = dout_p[(size_t)oy * OW + ox] / (float)(y1 - y0) / (float)(x1 - x0);
+                for (int y = y0; y < y1; y++) {
+                    for (int x = x0; x < x1; x++) din_p[(size_t)y * W + x] += share;
+                }
+            }
+        }
+    }
+}

@@ -30,3 +30,24 @@ void shortcut_a_forward_ref(float *out, const float *inp, int N, int C, int H, i
         }
     }
 }
+
+// Backward: each subsampled pixel gets its gradient back; pixels the stride skipped and the
+// padded channels get nothing.
+void shortcut_a_backward_ref(float *dinp, const float *dout, int N, int C, int H, int W,
+                             int stride, int pad_before, int pad_after) {
+    // dinp is (N,C,H,W), dout is (N,KO,OH,OW); dinp accumulates
+    int OH = (H + stride - 1) / stride, OW = (W + stride - 1) / stride;
+    int KO = pad_before + C + pad_after;
+    size_t plane = (size_t)OH * OW;
+    for (int n = 0; n < N; n++) {
+        for (int c = 0; c < C; c++) {
+            float *din_c = dinp + ((size_t)n * C + c) * H * W;
+            const float *dout_c = dout + ((size_t)n * KO + pad_before + c) * plane;
+            for (int y = 0; y < OH; y++) {
+                for (int x = 0; x < OW; x++) {
+                    din_c[(size_t)y * stride * W + (size_t)x * stride] += dout_c[(size_t)y * OW + x];
+                }
+            }
+        }
+    }
+}

@@ -21,3 +21,15 @@ void softmax_forward_ref(float *out, const float *inp, int N, int F) {
         for (int f = 0; f < F; f++) y[f] *= inv_sum;
     }
 }
+
+// Backward: with y = softmax(x), dx_f = y_f * (dy_f - sum_g dy_g * y_g).
+void softmax_backward_ref(float *dinp, const float *dout, const float *out, int N, int F) {
+    // dinp, dout, out are (N,F); dinp accumulates
+    for (int n = 0; n < N; n++) {
+        const float *y = out + (size_t)n * F, *dy = dout + (size_t)n * F;
+        float *dx = dinp + (size_t)n * F;
+        double dot = 0.0;
+        for (int f = 0; f < F; f++) dot += (double)dy[f] * y[f];
+        for (int f = 0; f < F; f++) dx[f] += (float)(y[f] * (dy[f] - dot));
+    }
+}

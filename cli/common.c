@@ -93,6 +93,10 @@ void cli_set_threads(int threads) {
 
 cnn_model *cli_load_model(const char *path) {
     cnn_model *m = NULL;
+    if (cnn_isa_check() != CNN_OK) {   // CNNSCOPE_ISA names an unknown or unavailable ISA
+        cli_error();
+        return NULL;
+    }
     if (cnn_model_load(path, &m) != CNN_OK) {
         cli_error();
         return NULL;

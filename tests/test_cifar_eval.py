@@ -35,6 +35,10 @@ BUILD = os.environ.get("BUILD", "build")
 CNNSCOPE = os.environ.get("CNNSCOPE", os.path.join(BUILD, "cnnscope"))
 SHARED = os.environ.get("SHARED") or os.path.join(REPO, "..", "shared")
 PYTHON = sys.executable or "/usr/bin/python3"
+# As in tests/run_all.sh: idle OpenMP threads sleep instead of spinning (this machine is shared,
+# and spinning threads on a busy machine make a run many times slower).
+ENV = dict(os.environ)
+ENV.setdefault("OMP_WAIT_POLICY", "passive")
 THREADS = 2
 
 # (model, checkpoint, arch, top-1 of PyTorch 1.13 on the stb-decoded JPEGs: shared/README.md)
@@ -56,7 +60,7 @@ class Failure(Exception):
 def run(cmd, what):
     t0 = time.time()
     try:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     except OSError as e:
         raise Failure("%s: cannot run %s: %s" % (what, cmd[0], e))
     if p.returncode != 0:
@@ -139,7 +143,7 @@ def torch_predictions(checkpoint, x):
 
 def test_model(name, checkpoint, arch, published, test_dir, classes, labels):
     problems = []
-    out_dir = os.path.join(BUILD, "cifar")
+    out_dir = os.path.join(BUILD, "test_cifar_eval")
     os.makedirs(out_dir, exist_ok=True)
     model = os.path.join(out_dir, name + ".cnn")
     pred_csv = os.path.join(out_dir, name + ".predictions.csv")

@@ -91,15 +91,21 @@ def rel_error(ours, ref):
 
 
 def prepare(arch, work):
-    """Reference weights and input (cached by make_reference.py), our own conversion."""
+    """Reference weights and input (cached by make_reference.py); the model file converted by
+    test_reference_torchvision.py if it is newer than the weights and convert.py, else our own."""
     ref_dir = os.path.join(BUILD, "reference", arch)
     run([PYTHON, "scripts/make_reference.py", "--arch", arch, "--seed", "0", "-o", ref_dir],
         "make_reference " + arch)
     pth = os.path.join(ref_dir, "model.pth")
-    model = os.path.join(work, arch + ".cnn")
     newest = max(os.path.getmtime(pth), os.path.getmtime("scripts/convert.py"))
-    if not os.path.exists(model) or os.path.getmtime(model) < newest:
-        run([PYTHON, "scripts/convert.py", pth, "--arch", arch, "-o", model], "convert " + arch)
+
+    def fresh(path):
+        return os.path.exists(path) and os.path.getmtime(path) >= newest
+    model = os.path.join(ref_dir, "model.cnn")       # test_reference_torchvision's conversion
+    if not fresh(model):
+        model = os.path.join(work, arch + ".cnn")
+        if not fresh(model):
+            run([PYTHON, "scripts/convert.py", pth, "--arch", arch, "-o", model], "convert " + arch)
     x = np.load(os.path.join(ref_dir, "input.npy"))[:1].astype(np.float32)   # [1,3,224,224]
     x_path = os.path.join(work, arch + "_x.npy")
     np.save(x_path, np.ascontiguousarray(x))

@@ -37,6 +37,10 @@ SEED = "0"
 BUILD = os.environ.get("BUILD", "build")
 CNNSCOPE = os.environ.get("CNNSCOPE", os.path.join(BUILD, "cnnscope"))
 PYTHON = sys.executable or "/usr/bin/python3"
+# As in tests/run_all.sh: idle OpenMP threads sleep instead of spinning (this machine is shared,
+# and spinning threads on a busy machine make a run many times slower).
+ENV = dict(os.environ)
+ENV.setdefault("OMP_WAIT_POLICY", "passive")
 
 # Ops whose node has no torchvision module; their reference is computed from their inputs'.
 DERIVED_OPS = {"add", "flatten"}
@@ -114,7 +118,7 @@ def read_graph(path):
 def run(cmd, what):
     t0 = time.time()
     try:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     except OSError as e:
         raise Failure("%s: cannot run %s: %s" % (what, cmd[0], e))
     dt = time.time() - t0

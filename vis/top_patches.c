@@ -152,6 +152,7 @@ void vis_top_k_add(vis_top_k *t, const float *out, int n, int C, int h, int w,
     // Slots are independent: each is updated by exactly one thread, images in batch order.
     // Small batches are not worth waking the other threads for.
     int parallel = (size_t)t->n_slots * (size_t)n * hw >= 65536;
+    (void)parallel;   // unused without OpenMP
     #pragma omp parallel for schedule(static) if (parallel)
     for (int s = 0; s < t->n_slots; s++) {
         for (int i = 0; i < n; i++)

@@ -24,6 +24,7 @@ echo
 echo "== cnnscope classify (the first test image of three classes)"
 images=()
 for class in 0-tshirt-top 7-sneaker 8-bag; do
-  images+=("$data/$class/$(ls "$data/$class" | head -n 1)")
+  first=("$data/$class"/*.png)
+  images+=("${first[0]}")
 done
 "$BUILD/cnnscope" classify "$model" --top 3 "${images[@]}"

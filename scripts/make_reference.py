@@ -146,7 +146,7 @@ def calibrate(model, calib_input, gen):
         module.bias.copy_(branch_scale * 0.25 * randn(c))
         return None
 
-    for name, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
             handles.append(m.register_forward_hook(scale_output))
         elif isinstance(m, torch.nn.BatchNorm2d):
@@ -209,7 +209,7 @@ def make_reference(arch, seed, out_dir):
     calib = random_images(gen, BATCH)
     with torch.no_grad():
         calibrate(model, calib, gen)
-        for attempt in range(20):
+        for _ in range(20):
             x = random_images(gen, BATCH)                             # [N,C,H,W]
             if float(top1_margin(model(x)).min()) >= MIN_MARGIN:
                 break

@@ -212,6 +212,8 @@ def test_model(name, checkpoint, arch, published, test_dir, classes, labels):
     if not max_prob_diff <= PROB_TOLERANCE:
         problems.append("%s: cnnscope's prob differs from PyTorch's softmax by up to %.3g (> %g)"
                         % (name, max_prob_diff, PROB_TOLERANCE))
+    if not problems:
+        os.unlink(x_path)          # 120 MB, remade on every run
     return problems, (name, published, top1, torch_top1, agreement)
 
 

@@ -6,7 +6,7 @@ see scripts/make_reference.py):
   1. scripts/make_reference.py writes model.pth, input.npy [2,3,224,224] and the output of every
      named module (cached in $BUILD/reference/<arch>);
   2. scripts/convert.py converts model.pth to $BUILD/reference-test/<arch>/model.cnn (the dumps go
-     there too, and are removed when they pass);
+     there too; both are removed when they pass);
   3. `cnnscope dump --layer all` (BN not folded: every conv is dumped) must match every reference
      output: rel = max|a - b| / max|b| <= 1e-4 per node, same shape, and the same top-1 class as
      PyTorch's logits for each image. Every conv2d/batchnorm/relu/maxpool/linear/pool/dropout node
@@ -321,6 +321,8 @@ def test_arch(arch):
                 problems += check_top1(label, ours, logits)
         if not problems:
             shutil.rmtree(dump_dir)    # hundreds of MB for vgg16; kept on failure for a look
+    if not problems:
+        os.unlink(model)               # 550 MB for vgg16, and remade on every run
     print("  %s: %.1f s in all" % (arch, time.time() - t_start))
     return problems
 

@@ -93,7 +93,7 @@ static cnn_status walk(const char *root, const char *rel, int depth, string_list
         }
     }
     closedir(d);
-    qsort(names.items, (size_t)names.count, sizeof(char *), compare_strings);
+    if (names.count > 0) qsort(names.items, (size_t)names.count, sizeof(char *), compare_strings);
     for (int i = 0; st == CNN_OK && i < names.count; i++) {
         char *child_rel = rel[0] ? join(rel, names.items[i]) : strdup(names.items[i]);
         char *child = child_rel ? join(root, child_rel) : NULL;
@@ -149,7 +149,7 @@ cnn_status cnn_dataset_open(const char *dir, cnn_dataset **out) {
         }
     }
     closedir(d);
-    qsort(classes.items, (size_t)classes.count, sizeof(char *), compare_strings);
+    if (classes.count > 0) qsort(classes.items, (size_t)classes.count, sizeof(char *), compare_strings);
 
     int *class_start = calloc((size_t)classes.count + 1, sizeof(int));
     if (st == CNN_OK && !class_start) st = cnn_fail(CNN_ERR_NOMEM, "%s: out of memory", dir);

@@ -8,16 +8,7 @@
 
 #include "cnnscope.h"
 
-static int failures = 0;
-#define CHECK(cond, ...)                                              \
-    do {                                                              \
-        if (!(cond)) {                                                \
-            failures++;                                               \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);               \
-            printf(__VA_ARGS__);                                      \
-            printf("\n");                                             \
-        }                                                             \
-    } while (0)
+#include "check.h"
 
 // max |a - b| / max |b| over n values
 static double rel_error(const float *a, const float *b, size_t n) {

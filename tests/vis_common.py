@@ -6,8 +6,10 @@ against published anchor values) so that tests can predict colours exactly.
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -173,8 +175,16 @@ def unnormalise(x, mean, std):
     return np.clip(p, 0, 255).astype(np.int32).transpose(1, 2, 0)
 
 
-def main_wrapper(tests):
-    """Runs each (name, fn); prints PASS/FAIL lines; exit status 0 only if all pass."""
+def private_dir(name):
+    """A fresh folder under $BUILD/vis-tests for one test run's outputs, so that two runs
+    never read each other's files."""
+    os.makedirs(WORK, exist_ok=True)
+    return tempfile.mkdtemp(prefix=name + ".", dir=WORK)
+
+
+def main_wrapper(tests, cleanup=None):
+    """Runs each (name, fn); prints PASS/FAIL lines; exit status 0 only if all pass.
+    cleanup: a folder removed when every test passed (kept on failure, to look at)."""
     failures = 0
     for name, fn in tests:
         try:
@@ -184,4 +194,6 @@ def main_wrapper(tests):
             failures += 1
             print("FAIL %s: %s" % (name, e))
     print("%d passed, %d failed" % (len(tests) - failures, failures))
+    if cleanup and not failures:
+        shutil.rmtree(cleanup, ignore_errors=True)
     return 1 if failures else 0

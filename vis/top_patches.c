@@ -102,21 +102,30 @@ void vis_top_k_free(vis_top_k *t) {
 int vis_top_k_capacity(const vis_top_k *t) { return t->k; }
 
 // Position of the maximum of m[0..n), the first one on ties; NaNs never win; -1 if all are NaN.
-// Eight independent lanes, so that the compiler can keep them in one vector register
-// (a single running maximum would be a serial chain).
+// Two passes over data that is still in cache: the maximum, in 16 independent lanes so that the
+// compiler keeps them in vector registers (a single running maximum would be a serial chain of
+// dependent compares); then the first block of 16 that holds it, found with the same lane-wise
+// trick, and the position inside that block.
+#define LANES 16
 static int first_max(const float *m, int n) {
-    float lane[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
-                     -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    float lane[LANES];
+    for (int j = 0; j < LANES; j++) lane[j] = -INFINITY;
     int p = 0;
-    for (; p + 8 <= n; p += 8)
-        for (int j = 0; j < 8; j++) lane[j] = m[p + j] > lane[j] ? m[p + j] : lane[j];
+    for (; p + LANES <= n; p += LANES)
+        for (int j = 0; j < LANES; j++) lane[j] = m[p + j] > lane[j] ? m[p + j] : lane[j];
     float max = -INFINITY;
-    for (int j = 0; j < 8; j++) max = lane[j] > max ? lane[j] : max;
-    for (; p < n; p++) max = m[p] > max ? m[p] : max;
-    for (p = 0; p < n; p++)   // NaN != max, so the first match is a real maximum
+    for (int j = 0; j < LANES; j++) max = lane[j] > max ? lane[j] : max;
+    for (int q = p; q < n; q++) max = m[q] > max ? m[q] : max;
+    for (p = 0; p + LANES <= n; p += LANES) {
+        int found = 0;
+        for (int j = 0; j < LANES; j++) found |= m[p + j] == max;
+        if (found) break;
+    }
+    for (; p < n; p++)   // NaN != max, so the first match is a real maximum
         if (m[p] == max) return p;
     return -1;
 }
+#undef LANES
 
 // One image's map m [h, w] for one slot.
 static void add_map(const vis_top_k *t, int slot, const float *m, int h, int w, int image) {

@@ -3,6 +3,7 @@
 #   make                 build/cnnscope and build/libcnnscope.a
 #   make test            the whole test suite; ends with "N passed, N failed"
 #   make demo            the main job on the default model (see README.md)
+#   make bench           cnnscope vs ONNX Runtime and PyTorch (bench/compare.py; BENCH_ARGS=--quick)
 #   make OPENMP=0        build without OpenMP
 #   make SANITIZE=1      AddressSanitizer + UndefinedBehaviorSanitizer build (in build-san/)
 #   make CC=clang        any C11 compiler
@@ -38,6 +39,9 @@ TOOL_SRC   := $(sort $(wildcard tests/c/tool_*.c))
 BENCH_SRC  := $(sort $(wildcard bench/*.c))
 
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(ENGINE_SRC) $(VIS_SRC))
+# The report's CSS and JS (vis/report_assets/) as C strings in the library (vis/report.h).
+REPORT_ASSETS := vis/report_assets/report.css vis/report_assets/report.js
+LIB_OBJ  += $(BUILD)/obj/gen/report_assets.o
 CLI_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_BIN := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 # Helper programs the script tests drive (e.g. tool_preprocess for test_image_pil.py).
@@ -59,6 +63,22 @@ $(BUILD)/obj/engine/kernels/%-avx2.o: CFLAGS += -mavx2 -mfma
 $(BUILD)/obj/engine/kernels/%-avx512.o: CFLAGS += -mavx512f
 endif
 
+# tools/embed runs on the build machine, so it is built with the host's compiler and no
+# sanitizer or cross flags; the generated file is compiled like any library source.
+HOSTCC ?= cc
+$(BUILD)/tools/embed: tools/embed.c
+	@mkdir -p $(dir $@)
+	$(HOSTCC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<
+
+$(BUILD)/gen/report_assets.c: $(BUILD)/tools/embed $(REPORT_ASSETS)
+	@mkdir -p $(dir $@)
+	$(BUILD)/tools/embed --include report.h report_asset_css vis/report_assets/report.css \
+	    report_asset_js vis/report_assets/report.js > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/report_assets.o: $(BUILD)/gen/report_assets.c vis/report.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
 $(BUILD)/libcnnscope.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
@@ -74,8 +94,11 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libcnnscope.a $(wildcard tests/c/*.h)
 setup:
 	@bash scripts/setup.sh
 
-# Benchmarks (bench/*.c): built by `make` so they keep compiling; run them by hand.
-bench: $(BENCH_BIN)
+# Benchmarks (bench/*.c): built by `make` so they keep compiling; run them by hand. `make bench`
+# also runs bench/compare.py: cnnscope against ONNX Runtime and PyTorch on this machine
+# (BENCH_ARGS="--quick" for a smoke run).
+bench: $(BUILD)/cnnscope $(BENCH_BIN)
+	BUILD=$(BUILD) CC="$(CC)" $(PYTHON) bench/compare.py $(BENCH_ARGS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libcnnscope.a
 	@mkdir -p $(dir $@)

@@ -1,30 +1,62 @@
 #!/usr/bin/env bash
-# The main job on the built-in default model (weights/fashion_resnet20.cnn): the 10,000
-# Fashion-MNIST test images as an ImageFolder of PNGs, evaluated by cnnscope, whose accuracy must
-# equal the PyTorch figure recorded at training time; then a few images classified.
+# The main job: `cnnscope report` for each default model in weights/ (fashion_resnet20,
+# fashion_alexnet, fashion_vgg; those not trained yet are skipped) on the 10,000 Fashion-MNIST
+# test images, as an ImageFolder of PNGs, into $BUILD/report/<model>/. Each model's accuracy
+# in its report must equal the PyTorch figure recorded at training time (weights/<model>.json)
+# within 0.1 points. With more than one report, $BUILD/report/index.html links them all.
+# Ends with the path of the page to open.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
-model=weights/fashion_resnet20.cnn
 data=$BUILD/fashion-test
+reports=$BUILD/report
+start=$(date +%s)
 
 [ -d "$data" ] || "$PYTHON" scripts/fashion_to_folder.py --split test -o "$data"
+mkdir -p "$reports"
 
-echo "== cnnscope info $model (last rows)"
-"$BUILD/cnnscope" info "$model" | tail -n 6
-echo
-echo "== cnnscope eval $model $data"
-"$BUILD/cnnscope" eval "$model" "$data" --predictions "$BUILD/fashion-predictions.csv" | tee "$BUILD/demo-eval.txt"
-ours=$(sed -n 's/^top-1 accuracy: \([0-9.]*\) %.*/\1/p' "$BUILD/demo-eval.txt")
-torch=$("$PYTHON" -c "import json; print(json.load(open('weights/fashion_resnet20.json'))['test_top1'])")
-echo "PyTorch at training time: $torch %; cnnscope: $ours %"
-"$PYTHON" -c "import sys; d = abs($ours - $torch); sys.exit(0 if d <= 0.1 else 'accuracy differs from PyTorch by %.2f points' % d)"
-echo
-echo "== cnnscope classify (the first test image of three classes)"
-images=()
-for class in 0-tshirt-top 7-sneaker 8-bag; do
-  first=("$data/$class"/*.png)
-  images+=("${first[0]}")
+done_models=()
+for model in fashion_resnet20 fashion_alexnet fashion_vgg; do
+  if [ ! -f "weights/$model.cnn" ]; then
+    echo "== $model: weights/$model.cnn not there yet, skipped"
+    continue
+  fi
+  echo "== cnnscope report weights/$model.cnn $data -o $reports/$model"
+  "$BUILD/cnnscope" report "weights/$model.cnn" "$data" -o "$reports/$model" | tee "$reports/$model.txt"
+  ours=$(sed -n 's/^top-1 accuracy: \([0-9.]*\) %.*/\1/p' "$reports/$model.txt")
+  torch=$("$PYTHON" -c "import json; print(json.load(open('weights/$model.json'))['test_top1'])")
+  echo "$model: PyTorch at training time $torch %, cnnscope $ours %"
+  "$PYTHON" -c "import sys; d = abs($ours - $torch); sys.exit(0 if d <= 0.1 else '$model: accuracy differs from PyTorch by %.2f points' % d)"
+  done_models+=("$model")
+  echo
 done
-"$BUILD/cnnscope" classify "$model" --top 3 "${images[@]}"
+[ ${#done_models[@]} -gt 0 ] || { echo "demo: no default model in weights/" >&2; exit 1; }
+
+# One page linking the reports (written whole, then renamed: never half a page).
+page=$reports/index.html
+if [ ${#done_models[@]} -gt 1 ]; then
+  {
+    printf '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    printf '<title>cnnscope reports</title>\n<link rel="stylesheet" href="%s/report.css">\n' "${done_models[0]}"
+    printf '</head>\n<body>\n<main>\n<h1>cnnscope reports</h1>\n'
+    images=$(sed -n 's/^images: \([0-9]*\).*/\1/p' "$reports/${done_models[0]}.txt")
+    printf '<p>What each default model has learned on %s Fashion-MNIST test images.</p>\n<ul>\n' "$images"
+    for model in "${done_models[@]}"; do
+      acc=$(sed -n 's/^top-1 accuracy: \([0-9.]*\) %.*/\1/p' "$reports/$model.txt")
+      printf '<li><a href="%s/index.html">%s</a>: top-1 accuracy %s %%</li>\n' "$model" "$model" "$acc"
+    done
+    printf '</ul>\n</main>\n</body>\n</html>\n'
+  } >"$page.tmp"
+  mv "$page.tmp" "$page"
+else
+  rm -f "$page"
+fi
+
+echo "demo: ${#done_models[@]} report(s) in $(( $(date +%s) - start )) s. Open:"
+if [ ${#done_models[@]} -gt 1 ]; then
+  echo "$(cd "$reports" && pwd)/index.html"
+fi
+for model in "${done_models[@]}"; do
+  tail -n 1 "$reports/$model.txt"
+done

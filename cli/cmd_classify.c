@@ -5,14 +5,12 @@
 #include "cli.h"
 
 int cmd_classify(int argc, char **argv) {
-    int top_k = 5, json = 0, threads = 0, max_pixels = 100000000;
+    int top_k = 5, json = 0, threads = 0;
     static const char *pos[4096];
     const cli_option options[] = {
         {"--top", OPT_INT, &top_k, 1, 1000, "K  how many classes to show (default 5)"},
         {"--json", OPT_FLAG, &json, 0, 0, "   print JSON instead of text"},
         {"--threads", OPT_INT, &threads, 1, 1024, "N  worker threads (default: all cores)"},
-        {"--max-pixels", OPT_INT, &max_pixels, 1, 2000000000,
-         "P  refuse images of more than P pixels (default 100000000)"},
     };
     const cli_command_spec spec = {
         "classify", "MODEL IMAGE... [options]",
@@ -33,7 +31,7 @@ int cmd_classify(int argc, char **argv) {
     cnn_session *s = NULL;
     cnn_session_options opt = cnn_session_defaults();
     opt.threads = threads;
-    cnn_image_limits limits = {max_pixels};
+    cnn_image_limits limits = {0};   // 0: the process-wide limit (--max-pixels)
     int status = EXIT_ERROR;
     if (!input || !top) {
         cnn_fail(CNN_ERR_NOMEM, "out of memory for %d images", n);

@@ -23,7 +23,7 @@ static cnn_status write_predictions(void *user, FILE *f) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    int batch = 32, threads = 0, limit = 0, max_pixels = 100000000;
+    int batch = 32, threads = 0, limit = 0;
     const char *predictions_path = NULL;
     const char *pos[2];
     const cli_option options[] = {
@@ -32,8 +32,6 @@ int cmd_eval(int argc, char **argv) {
         {"--batch", OPT_INT, &batch, 1, 4096, "N  images per forward pass (default 32)"},
         {"--threads", OPT_INT, &threads, 1, 1024, "N  worker threads (default: all cores)"},
         {"--limit", OPT_INT, &limit, 1, 1 << 30, "N  only the first N images (in order)"},
-        {"--max-pixels", OPT_INT, &max_pixels, 1, 2000000000,
-         "P  refuse images of more than P pixels (default 100000000)"},
     };
     const cli_command_spec spec = {
         "eval", "MODEL DIR [options]",
@@ -67,7 +65,7 @@ int cmd_eval(int argc, char **argv) {
     cnn_session *s = NULL;
     cnn_session_options opt = cnn_session_defaults();
     opt.threads = threads;
-    cnn_image_limits limits = {max_pixels};
+    cnn_image_limits limits = {0};   // 0: the process-wide limit (--max-pixels)
     int status = EXIT_ERROR;
     long top1 = 0, top5 = 0;
     double start = cli_now();

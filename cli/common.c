@@ -14,12 +14,18 @@
 
 #include "cli.h"
 
+// The hard limits every command accepts (engine/cnnscope.h: checked before allocating).
+static const char limit_help[] =
+    "  --max-pixels P    refuse images of more than P pixels (default 100000000)\n"
+    "  --max-model-mb M  refuse model files larger than M MiB (default 4096)\n";
+
 static void print_help(const cli_command_spec *spec) {
     printf("usage: cnnscope %s %s\n\n%s\n", spec->command, spec->usage, spec->summary);
     if (spec->n_options > 0) printf("\noptions:\n");
     for (int i = 0; i < spec->n_options; i++)
         printf("  %-14s %s\n", spec->options[i].name, spec->options[i].help);
     printf("  %-14s %s\n", "--help", "show this help");
+    printf("\nlimits (every command):\n%s", limit_help);
 }
 
 int cli_usage_error(const char *command, const char *fmt, ...) {
@@ -41,6 +47,25 @@ static int parse_int(const char *text, int lo, int hi, int *out) {
     return 0;
 }
 
+// argv[*i] is --max-pixels or --max-model-mb: applies it, steps past its value and returns 0;
+// EXIT_ERROR after a message for a bad value; -1 if argv[*i] is neither.
+static int parse_limit_option(const char *command, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    int is_pixels = strcmp(a, "--max-pixels") == 0, is_model = strcmp(a, "--max-model-mb") == 0;
+    if (!is_pixels && !is_model) return -1;
+    if (*i + 1 >= argc) return cli_usage_error(command, "%s needs a value", a);
+    const char *v = argv[++*i];
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    long long hi = is_pixels ? INT64_C(1) << 40 : INT64_C(1) << 20;   // 1 T pixels, 1 TiB
+    if (errno || *end || end == v || n < 1 || n > hi)
+        return cli_usage_error(command, "%s needs an integer in 1..%lld, not '%s'", a, hi, v);
+    if (is_pixels) cnn_set_max_pixels(n);
+    else cnn_set_max_model_bytes(n << 20);
+    return 0;
+}
+
 int cli_parse(const cli_command_spec *spec, int argc, char **argv, const char **pos, int *n_pos) {
     *n_pos = 0;
     for (int i = 0; i < argc; i++) {
@@ -53,6 +78,11 @@ int cli_parse(const cli_command_spec *spec, int argc, char **argv, const char **
             const cli_option *o = NULL;
             for (int k = 0; k < spec->n_options; k++)
                 if (strcmp(a, spec->options[k].name) == 0) o = &spec->options[k];
+            if (!o) {
+                int r = parse_limit_option(spec->command, argc, argv, &i);
+                if (r == 0) continue;
+                if (r > 0) return r;
+            }
             if (!o) return cli_usage_error(spec->command, "unknown option '%s'", a);
             if (o->kind == OPT_FLAG) {
                 *(int *)o->value = 1;

@@ -195,8 +195,17 @@ size_t cnn_session_arena_bytes(const cnn_session *s);
 // Images: decoding (stb) and the model's own preprocessing.
 
 typedef struct {
-    int64_t max_pixels;     // refuse images larger than this (default 100,000,000)
+    int64_t max_pixels;     // refuse images larger than this (0: the process-wide limit)
 } cnn_image_limits;
+
+// Process-wide hard limits, checked before anything is allocated: the pixel count of a decoded
+// image (used when a call passes no cnn_image_limits or max_pixels 0; default 100,000,000) and
+// the size of a model file (default 4 GiB, or the environment variable
+// CNNSCOPE_MAX_MODEL_BYTES). Set them once, before loading; values <= 0 restore the default.
+// The CLI's --max-pixels and --max-model-mb (accepted by every command) raise them.
+void cnn_set_max_pixels(int64_t max_pixels);
+int64_t cnn_max_pixels(void);
+void cnn_set_max_model_bytes(int64_t max_bytes);
 
 // Decodes `path` (JPEG, PNG, BMP, GIF, TGA, PSD, PNM, HDR as 8-bit) and applies the model's
 // preprocessing exactly as torchvision's eval transform with PIL would: convert to the model's

@@ -24,6 +24,13 @@
 #include <stb_image.h>   // the implementation lives in libstb (-lstb); never define it here
 
 #define CNN_DEFAULT_MAX_PIXELS 100000000LL
+static int64_t process_max_pixels = CNN_DEFAULT_MAX_PIXELS;   // cnn_set_max_pixels
+
+void cnn_set_max_pixels(int64_t max_pixels) {
+    process_max_pixels = max_pixels > 0 ? max_pixels : CNN_DEFAULT_MAX_PIXELS;
+}
+
+int64_t cnn_max_pixels(void) { return process_max_pixels; }
 // Largest size of either side after Resize. Only the cropped window of the resized image is
 // ever computed, so this bounds index arithmetic, not memory.
 #define CNN_MAX_RESIZED_SIDE (1 << 28)
@@ -218,7 +225,7 @@ cnn_status cnn_image_load_ex(const cnn_model_info *info, const char *path,
     cnn_status st = check_info(info, path);
     if (st != CNN_OK) return st;
     int64_t max_pixels = limits && limits->max_pixels > 0 ? limits->max_pixels
-                                                           : CNN_DEFAULT_MAX_PIXELS;
+                                                           : process_max_pixels;
     const int C = info->channels, H = info->height, W = info->width;
 
     uint8_t *img = NULL;   // [h, w, C]

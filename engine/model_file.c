@@ -509,9 +509,20 @@ static cnn_status get_float(loader *L, const char *key, double *out) {
 // ---------------------------------------------------------------------------------------------
 // Step 1: the header, size and checksum.
 
+static uint64_t process_max_model_bytes = 0;   // cnn_set_max_model_bytes; 0 = not set
+
+void cnn_set_max_model_bytes(int64_t max_bytes) {
+    process_max_model_bytes = max_bytes > 0 ? (uint64_t)max_bytes : 0;
+}
+
+// The limit: set by cnn_set_max_model_bytes, else CNNSCOPE_MAX_MODEL_BYTES, else the default.
 static cnn_status max_model_bytes(uint64_t *out) {
     const char *env = getenv("CNNSCOPE_MAX_MODEL_BYTES");
     *out = DEFAULT_MAX_MODEL_BYTES;
+    if (process_max_model_bytes) {
+        *out = process_max_model_bytes;
+        return CNN_OK;
+    }
     if (!env || !*env) return CNN_OK;
     char *end;
     errno = 0;
@@ -1313,7 +1324,7 @@ static cnn_status check_size(loader *L) {
     }
     if (L->size > limit || L->size > SIZE_MAX) {
         return cnn_fail(CNN_ERR_LIMIT, "%s: the file has %" PRIu64 " bytes, above the limit of "
-                                       "%" PRIu64 " (set CNNSCOPE_MAX_MODEL_BYTES to allow more)",
+                                       "%" PRIu64 " (--max-model-mb or CNNSCOPE_MAX_MODEL_BYTES allow more)",
                         L->path, L->size, limit);
     }
     return CNN_OK;

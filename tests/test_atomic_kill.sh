@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Atomic outputs under SIGKILL: a long `cnnscope preprocess` (10,000 CIFAR-10 images, a 123 MB
-# .npy) and a long `cnnscope eval --predictions` are killed with SIGKILL at several points,
-# including while the output is being written. The output path must then either not exist or
-# hold the previous complete file, byte for byte; never a partial one.
+# .npy), a long `cnnscope eval --predictions` and a long `cnnscope knn-eval --csv` (20,000
+# feature rows) are killed with SIGKILL at several points, including while the output is being
+# written. The output path must then either not exist or hold the previous complete file, byte
+# for byte; never a partial one. preprocess's X.npy and X.paths.txt must still agree (same
+# number of rows and lines), or a reader must refuse the pair. Then the same three commands fail
+# in the middle of writing (a file size limit: write() returns EFBIG): exit status 2, one
+# message, the previous outputs untouched and no file left at all.
 #
 # Decision (documented in tests/fuzz/README.md): a process killed while writing leaves its
-# temporary file "<output>.tmp.<pid>" behind (nothing can clean up after SIGKILL). The test
-# checks that every leftover has exactly that name, for the killed pid, and nothing else.
+# temporary file "<output>.tmp.<pid>" behind (nothing can clean up after SIGKILL; preprocess's
+# staged .npy may also show as "<output>.tmp.<pid>.tmp.<pid>" while it is being written). The
+# test checks that every leftover has exactly such a name, for the killed pid, and nothing else.
 set -u
 # Idle OpenMP workers sleep instead of spinning: the machine's cores are shared (spinning made
 # a 3 s run take 40 s under load). Results do not depend on it.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 CNNSCOPE=${CNNSCOPE:-build/cnnscope}
 SHARED=${SHARED:-../shared}
+PYTHON=${PYTHON:-/usr/bin/python3}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 checkpoint=$SHARED/data/cifar10/resnet20-12fca82f.th
 images=$SHARED/data/cifar10/test
@@ -30,26 +36,43 @@ mkdir -p "$tmp/out" "$tmp/fresh"
 "$CNNSCOPE" preprocess "$tmp/r20.cnn" "$tmp/small" -o "$tmp/out/x.npy" >/dev/null ||
   { echo "FAIL: the small preprocess run"; exit 1; }
 cp "$tmp/out/x.npy" "$tmp/previous.npy"
+cp "$tmp/out/x.paths.txt" "$tmp/previous.paths.txt"
 "$CNNSCOPE" eval "$tmp/r20.cnn" "$tmp/small" --predictions "$tmp/out/pred.csv" >/dev/null 2>&1 ||
   { echo "FAIL: the small eval run"; exit 1; }
 cp "$tmp/out/pred.csv" "$tmp/previous.csv"
 
 # check_after_kill OUTPUT PREVIOUS PID: OUTPUT is PREVIOUS exactly (or absent when PREVIOUS is
-# "none"); only "<OUTPUT>.tmp.<PID>" may remain beside it, and is removed.
+# "none"); only the killed process's temporary files ("<an output>.tmp.<PID>", and
+# "<X.npy>.tmp.<PID>.tmp.<PID>" for preprocess's staged .npy) may remain, and are removed.
 check_after_kill() {
-  local out=$1 previous=$2 pid=$3
+  local out=$1 previous=$2 pid=$3 dir; dir=$(dirname "$1")
   if [ "$previous" = none ]; then
     [ -e "$out" ] && fail "$out exists after the kill ($(stat -c %s "$out") bytes)"
   else
     cmp -s "$out" "$previous" || fail "$out is not the previous complete file after the kill"
   fi
-  for f in "$(dirname "$out")"/*; do
+  for f in "$dir"/*; do
     case "$f" in
-      "$out"|"$(dirname "$out")/x.paths.txt"|"$(dirname "$out")/pred.csv"|"$(dirname "$out")/x.npy") ;;
-      "$out.tmp.$pid") echo "     (left $(basename "$f"), $(stat -c %s "$f") bytes: the killed process's temporary file)"; rm -f "$f" ;;
+      "$dir"/x.npy|"$dir"/x.paths.txt|"$dir"/pred.csv|"$dir"/knn.csv) ;;
+      "$dir"/*.tmp."$pid"|"$dir"/x.npy.tmp."$pid".tmp."$pid")
+        echo "     (left $(basename "$f"), $(stat -c %s "$f") bytes: the killed process's temporary file)"; rm -f "$f" ;;
       *) fail "unexpected file after the kill: $f" ;;
     esac
   done
+}
+
+# check_pair DIR: DIR/x.npy has as many rows as DIR/x.paths.txt has lines, or (the one state a
+# kill between preprocess's two renames can leave) a reader refuses the pair.
+check_pair() {
+  local rows lines
+  rows=$(head -c 128 "$1/x.npy" | tr -d '\0' | grep -ao "'shape': ([0-9]*" | grep -o '[0-9]*$')
+  lines=$(wc -l <"$1/x.paths.txt")
+  [ "$rows" = "$lines" ] && return
+  echo "     (x.npy has $rows rows, x.paths.txt $lines lines: a reader must refuse the pair)"
+  "$CNNSCOPE" neighbors "$1/x.npy" --query 0 -k 1 >/dev/null 2>"$tmp/pair.err"
+  [ $? -eq 2 ] && grep -q "lines, but" "$tmp/pair.err" ||
+    fail "a mismatched x.npy / x.paths.txt pair was not refused: $(cat "$tmp/pair.err")"
+  cp "$tmp/previous.paths.txt" "$1/x.paths.txt"
 }
 
 # 1. preprocess killed at fixed delays (mostly while decoding), and 2. killed the moment its
@@ -60,11 +83,11 @@ for attempt in 0.2 1.0 write write write; do
   pid=$!
   if [ "$attempt" = write ]; then
     for _ in $(seq 1 6000); do   # up to 60 s
-      compgen -G "$tmp/out/x.npy.tmp.$pid" >/dev/null && break
+      compgen -G "$tmp/out/x.npy.tmp.$pid*" >/dev/null && break
       kill -0 $pid 2>/dev/null || break
       sleep 0.01
     done
-    compgen -G "$tmp/out/x.npy.tmp.$pid" >/dev/null && caught=$((caught + 1))
+    compgen -G "$tmp/out/x.npy.tmp.$pid*" >/dev/null && caught=$((caught + 1))
   else
     sleep "$attempt"
   fi
@@ -78,6 +101,7 @@ for attempt in 0.2 1.0 write write write; do
     [ "$size" -eq $((128 + 10000 * 3 * 32 * 32 * 4)) ] || fail "x.npy is neither the previous file nor complete ($size bytes)"
     echo "     (the run completed before the kill)"; cp "$tmp/previous.npy" "$tmp/out/x.npy"
   fi
+  check_pair "$tmp/out"
 done
 [ $caught -ge 1 ] || fail "no kill landed while the .npy was being written (never saw x.npy.tmp.<pid>)"
 echo "kills during the write: $caught"
@@ -96,6 +120,76 @@ done
 pid=$!
 sleep 0.5; kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
 [ -e "$tmp/fresh/x.npy" ] && fail "a killed run created $tmp/fresh/x.npy"
+[ -e "$tmp/fresh/x.paths.txt" ] && fail "a killed run created $tmp/fresh/x.paths.txt"
+
+# 5. knn-eval --csv killed over a previous CSV (from 200 rows): at fixed delays, and the moment
+# its temporary file appears (the CSV is written last and quickly: catching it is not required).
+"$PYTHON" - "$tmp" <<'PY' || { echo "FAIL: cannot make the feature tables"; exit 1; }
+import sys
+import numpy as np
+d, rng = sys.argv[1], np.random.default_rng(8)
+for name, n in (("small", 200), ("big", 20000)):
+    np.save("%s/%s.npy" % (d, name), rng.standard_normal((n, 32)).astype(np.float32))
+    with open("%s/%s.labels.txt" % (d, name), "w") as f:
+        f.writelines("%d c%d\n" % (i % 10, i % 10) for i in range(n))
+PY
+"$CNNSCOPE" knn-eval "$tmp/small.npy" --csv "$tmp/out/knn.csv" >/dev/null ||
+  { echo "FAIL: the small knn-eval run"; exit 1; }
+cp "$tmp/out/knn.csv" "$tmp/previous-knn.csv"
+for attempt in 0.3 1.0 write; do
+  "$CNNSCOPE" knn-eval "$tmp/big.npy" --threads 2 --csv "$tmp/out/knn.csv" >/dev/null 2>&1 &
+  pid=$!
+  if [ "$attempt" = write ]; then
+    for _ in $(seq 1 6000); do
+      compgen -G "$tmp/out/knn.csv.tmp.$pid" >/dev/null && break
+      kill -0 $pid 2>/dev/null || break
+      sleep 0.005
+    done
+  else
+    sleep "$attempt"
+  fi
+  kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
+  echo "knn-eval killed ($attempt):"
+  if cmp -s "$tmp/out/knn.csv" "$tmp/previous-knn.csv"; then
+    check_after_kill "$tmp/out/knn.csv" "$tmp/previous-knn.csv" $pid
+  else
+    lines=$(wc -l <"$tmp/out/knn.csv")
+    [ "$lines" -eq 20001 ] || fail "knn.csv is neither the previous file nor complete ($lines lines)"
+    echo "     (the run completed before the kill)"; cp "$tmp/previous-knn.csv" "$tmp/out/knn.csv"
+  fi
+done
+
+# 6. a write that fails half-way (a file size limit of a few KB, SIGXFSZ ignored, so write()
+# returns EFBIG): exit status 2, one message naming the output, the previous files untouched,
+# and no temporary file left (the failing process removes its own).
+mkdir -p "$tmp/four"
+for d in "$images"/*/; do
+  c=$(basename "$d"); mkdir -p "$tmp/four/$c"
+  ls "$d" | head -n 4 | while read -r f; do ln -s "$(cd "$d" && pwd)/$f" "$tmp/four/$c/$f"; done
+done
+cp "$tmp/previous.npy" "$tmp/out/x.npy"; cp "$tmp/previous.paths.txt" "$tmp/out/x.paths.txt"
+cp "$tmp/previous.csv" "$tmp/out/pred.csv"; cp "$tmp/previous-knn.csv" "$tmp/out/knn.csv"
+write_fails() {   # write_fails WHAT OUTPUT KB command...
+  local what=$1 output=$2 kb=$3; shift 3
+  ( ulimit -f "$kb"; trap '' XFSZ; exec "$CNNSCOPE" "$@" ) >/dev/null 2>"$tmp/limit.err"
+  local rc=$?
+  if [ $rc -ne 2 ] || [ "$(wc -l <"$tmp/limit.err")" -ne 1 ] || ! grep -q "$output" "$tmp/limit.err"; then
+    fail "$what with a failing write: exit $rc (expected 2 and one line naming $output):"
+    sed 's/^/     | /' "$tmp/limit.err"
+  else
+    echo "$what, write fails: $(cat "$tmp/limit.err")"
+  fi
+}
+# (491 KB of .npy, ~3 KB of predictions for 100 images, ~600 KB of CSV)
+write_fails "preprocess" x.npy 16 preprocess "$tmp/r20.cnn" "$tmp/four" -o "$tmp/out/x.npy"
+write_fails "eval --predictions" pred.csv 1 eval "$tmp/r20.cnn" "$images" --limit 100 --predictions "$tmp/out/pred.csv"
+write_fails "knn-eval --csv" knn.csv 16 knn-eval "$tmp/big.npy" --csv "$tmp/out/knn.csv"
+cmp -s "$tmp/out/x.npy" "$tmp/previous.npy" || fail "x.npy changed by a failed preprocess"
+cmp -s "$tmp/out/x.paths.txt" "$tmp/previous.paths.txt" || fail "x.paths.txt changed by a failed preprocess"
+cmp -s "$tmp/out/pred.csv" "$tmp/previous.csv" || fail "pred.csv changed by a failed eval"
+cmp -s "$tmp/out/knn.csv" "$tmp/previous-knn.csv" || fail "knn.csv changed by a failed knn-eval"
+left=$(find "$tmp/out" -mindepth 1 ! -name x.npy ! -name x.paths.txt ! -name pred.csv ! -name knn.csv)
+[ -z "$left" ] || fail "failed writes left: $left"
 
 echo "$fails failure(s)"
 [ $fails -eq 0 ]

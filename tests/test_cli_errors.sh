@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Bad input through the command line: every case is one line on stderr naming the file and
-# what was wrong, exit status 2, no crash, and no output file left behind.
+# what was wrong, exit status 2, no crash, and no output file left behind. The cases here are the
+# ones tests/test_cli_bad_inputs.sh (the same corpus through every subcommand: truncated,
+# corrupt, empty and missing models, images and .npy files, wrong layers, unwritable outputs)
+# does not have: wrong magic and version, a non-image, the pixel limit, an unknown option.
 set -u
 CNNSCOPE=${CNNSCOPE:-build/cnnscope}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -25,24 +28,15 @@ expect_error() {
 }
 
 # Model files
-size=$(stat -c %s "$model")
-head -c $((size / 2)) "$model" >"$tmp/truncated.cnn"
-expect_error "truncated model" "truncated.cnn" "$CNNSCOPE" info "$tmp/truncated.cnn"
-: >"$tmp/empty.cnn"
-expect_error "zero-byte model" "empty.cnn" "$CNNSCOPE" info "$tmp/empty.cnn"
 { printf 'NOTAMODL'; tail -c +9 "$model"; } >"$tmp/magic.cnn"
 expect_error "wrong magic" "magic" "$CNNSCOPE" info "$tmp/magic.cnn"
-"$PYTHON" - "$model" "$tmp/version.cnn" "$tmp/flipped.cnn" <<'PY'
+"$PYTHON" - "$model" "$tmp/version.cnn" <<'PY'
 import sys
 data = bytearray(open(sys.argv[1], "rb").read())
-v = bytearray(data); v[8] = 7                     # version 7
-open(sys.argv[2], "wb").write(v)
-f = bytearray(data); f[len(f) - 10] ^= 0x10        # a bit in the weights
-open(sys.argv[3], "wb").write(f)
+data[8] = 7                                       # version 7
+open(sys.argv[2], "wb").write(data)
 PY
 expect_error "wrong version" "version" "$CNNSCOPE" info "$tmp/version.cnn"
-expect_error "flipped bit" "checksum" "$CNNSCOPE" info "$tmp/flipped.cnn"
-expect_error "missing model" "nosuch.cnn" "$CNNSCOPE" info "$tmp/nosuch.cnn"
 
 # Images
 printf 'this is not an image' >"$tmp/fake.png"
@@ -52,27 +46,21 @@ from PIL import Image
 Image.new('RGB', (3000, 2000)).save('$tmp/big.png')
 Image.new('RGB', (20, 20), (200, 10, 10)).save('$tmp/ok.png')"
 expect_error "image over the pixel limit" "big.png" "$CNNSCOPE" classify "$model" "$tmp/big.png" --max-pixels 5000000
-expect_error "missing image" "nosuch.png" "$CNNSCOPE" classify "$model" "$tmp/nosuch.png"
 
 # Layers and tensors
 "$PYTHON" -c "
 import numpy as np
-np.save('$tmp/x.npy', np.zeros((2, 3, 16, 16), np.float32))
-np.save('$tmp/x64.npy', np.zeros((2, 3, 16, 16), np.float64))
-np.save('$tmp/xshape.npy', np.zeros((2, 3, 15, 16), np.float32))"
-expect_error "wrong layer name" "block.conv" "$CNNSCOPE" dump "$model" --input "$tmp/x.npy" --layer blok.conv -o "$tmp/d1"
-expect_error "npy of the wrong dtype" "x64.npy" "$CNNSCOPE" dump "$model" --input "$tmp/x64.npy" --layer fc -o "$tmp/d2"
-expect_error "npy of the wrong shape" "xshape.npy" "$CNNSCOPE" dump "$model" --input "$tmp/xshape.npy" --layer fc -o "$tmp/d3"
-expect_error "missing npy" "nosuch.npy" "$CNNSCOPE" dump "$model" --input "$tmp/nosuch.npy" --layer fc -o "$tmp/d4"
+np.save('$tmp/x.npy', np.zeros((2, 3, 16, 16), np.float32))"
+# a near miss: the message suggests the real names
+expect_error "misspelt layer name" "block.conv" "$CNNSCOPE" dump "$model" --input "$tmp/x.npy" --layer blok.conv -o "$tmp/d1"
 expect_error "unknown option" "--bogus" "$CNNSCOPE" info "$model" --bogus
-expect_error "eval on a missing folder" "nosuchdir" "$CNNSCOPE" eval "$model" "$tmp/nosuchdir"
 
 # No partial outputs: failed commands left nothing behind.
-left=$(find "$tmp" -name '*.tmp.*' -o -name 'd[1-4]' -newer "$tmp/x.npy" | head -n 5)
+left=$(find "$tmp" -name '*.tmp.*' -o -name 'd1' -newer "$tmp/x.npy" | head -n 5)
 if [ -n "$left" ]; then echo "FAIL partial outputs left: $left"; fails=$((fails + 1)); fi
-# A failing preprocess (second image bad) writes no .npy at all.
+# A failing preprocess (second image bad) writes neither the .npy nor its paths file.
 "$CNNSCOPE" preprocess "$model" "$tmp/ok.png" "$tmp/fake.png" -o "$tmp/pre.npy" 2>/dev/null
-if [ -e "$tmp/pre.npy" ] || ls "$tmp" | grep -q '\.tmp\.'; then
+if [ -e "$tmp/pre.npy" ] || [ -e "$tmp/pre.paths.txt" ] || ls "$tmp" | grep -q '\.tmp\.'; then
   echo "FAIL preprocess left an output after an error"; fails=$((fails + 1))
 fi
 

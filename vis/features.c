@@ -200,12 +200,12 @@ cnn_status vis_feature_set_load(const char *npy_path, vis_feature_set *out) {
     if (!paths_file || !labels_file) st = cnn_fail(CNN_ERR_NOMEM, "out of memory");
     if (st == CNN_OK) st = read_lines(paths_file, &fs.paths, &n_paths);
     if (st == CNN_OK && fs.paths && n_paths != fs.n)
-        st = cnn_fail(CNN_ERR_FORMAT, "%s: %d lines, but %s has %d rows", paths_file, n_paths,
-                      npy_path, fs.n);
+        st = cnn_fail(CNN_ERR_FORMAT, "%s: %d lines, but %s has %d rows (written by different "
+                      "runs?)", paths_file, n_paths, npy_path, fs.n);
     if (st == CNN_OK) st = read_lines(labels_file, &labels, &n_labels);
     if (st == CNN_OK && labels && n_labels != fs.n)
-        st = cnn_fail(CNN_ERR_FORMAT, "%s: %d lines, but %s has %d rows", labels_file, n_labels,
-                      npy_path, fs.n);
+        st = cnn_fail(CNN_ERR_FORMAT, "%s: %d lines, but %s has %d rows (written by different "
+                      "runs?)", labels_file, n_labels, npy_path, fs.n);
     if (st == CNN_OK && labels) st = parse_labels(labels_file, labels, n_labels, &fs);
     if (!fs.paths) n_paths = 0;
     free_lines(labels, n_labels);

@@ -13,6 +13,8 @@ Usage:
     scripts/convert.py ../shared/data/cifar10/resnet20-12fca82f.th -o weights/resnet20.cnn
     scripts/convert.py fashion.pth -o fashion.cnn --name fashion_resnet --input-size 1,28,28 \\
         --mean 0.286 --std 0.353 --classes-file fashion_classes.txt
+    scripts/convert.py build/fashion_vgg.pth --arch fashion_vgg -o weights/fashion_vgg.cnn \\
+        --input-size 1,28,28 --mean 0.2860 --std 0.3530 --classes-file fashion_classes.txt
 
 Input formats (detected from the bytes, not the file name):
   - zip: torch.save's default since PyTorch 1.6 (<dir>/data.pkl, <dir>/data/<key>, and an
@@ -41,7 +43,13 @@ Architectures (detected from the keys and shapes, or named with --arch):
   alexnet; vgg11, vgg13, vgg16, vgg19 and their _bn variants; resnet18, resnet34 (BasicBlock),
   resnet50, resnet101, resnet152 (Bottleneck, stride on the 3x3 conv as in torchvision);
   cifar_resnet20/32/44/56/110 (He et al. 2016 sec. 4.2: 3 stages of n blocks, option-A
-  shortcut, 'linear' head; any depth 6n+2 is accepted). Op attributes are torchvision 0.14's.
+  shortcut, 'linear' head; any depth 6n+2 is accepted); fashion_alexnet and fashion_vgg, the
+  small AlexNet- and VGG-style default models of scripts/train_fashion.py (torchvision's
+  layout and names: features.N, avgpool = AdaptiveAvgPool2d(3), classifier.N; fashion_alexnet:
+  convs 7x7/5x5/3x3/3x3 at features.0,3,6,8 with 2x2 max pools at features.2,5,10 and
+  classifier as alexnet's; fashion_vgg: 3 stages of two 3x3 conv + batchnorm + relu and a 2x2
+  max pool, classifier dropout, linear, relu, dropout, linear). Op attributes are torchvision
+  0.14's.
   Node names are the module paths whose output the node computes (features.3, layer2.0.conv1,
   layer2.0.relu.1 for a module's second call); nodes without a module are 'input', 'flatten',
   'layerS.B.add' (the residual sum) and 'layerS.B' (the block's final relu, its output).
@@ -56,7 +64,8 @@ and std have one entry per channel, and there is one class name per output of th
 Metadata: ImageNet models get resize 256, crop and input 224x224, the ImageNet mean/std and
 torchvision's 1000 class names (scripts/imagenet_classes.txt); CIFAR ResNets get input 32x32,
 no resize, the same mean/std (that is how the published CIFAR-10 checkpoints were trained) and
-the ten CIFAR-10 class names (default names only for 3-channel models). --name,
+the ten CIFAR-10 class names (default names only for 3-channel models); fashion_alexnet and
+fashion_vgg get input 28x28 and no resize (give --mean, --std and --classes). --name,
 --classes/--classes-file, --mean, --std, --input-size and --resize override them. 'source'
 records the input file's name.
 
@@ -70,9 +79,11 @@ import itertools
 import json
 import os
 import pickle
+import pickletools
 import struct
 import sys
 import zipfile
+import zlib
 from array import array
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -395,8 +406,29 @@ class RestrictedUnpickler(pickle.Unpickler):
         return self.on_storage(storage_type.dtype, str(key), numel, view)
 
 
+def check_pickle_lengths(file, what):
+    """Walks the pickle's opcodes once without running them, so that an argument that claims
+    more bytes than the file holds (a string or bytes length of 4 GB in a 1 MB file) or a memo
+    index far beyond the entries so far is refused here: the C unpickler would allocate the
+    claimed size first, and a hostile checkpoint could make it take all the memory (found by
+    tests/fuzz/fuzz_convert.py). Rewinds the file."""
+    start = file.tell()
+    try:
+        for count, (op, arg, _) in enumerate(pickletools.genops(file)):
+            # The C unpickler's memo is an array indexed by these numbers: a PUT to 2**30
+            # would grow it to gigabytes. pickle numbers its memo entries 0, 1, 2, ... so an
+            # index beyond the opcodes seen so far never comes from a real checkpoint.
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= count:
+                raise ConvertError("cannot read %s: memo index %s at opcode %d (a pickle numbers "
+                                   "them from 0)" % (what, arg, count))
+    except (ValueError, EOFError) as e:   # genops reads each argument with a bounded read()
+        raise ConvertError("cannot read %s: %s" % (what, e))
+    file.seek(start)
+
+
 def unpickle(file, on_storage=None, what="the pickle"):
     try:
+        check_pickle_lengths(file, what)
         return RestrictedUnpickler(file, on_storage).load()
     except ConvertError:
         raise
@@ -409,11 +441,17 @@ def unpickle(file, on_storage=None, what="the pickle"):
 # ----------------------------------------------------------------------------------------
 # Readers: each returns the unpickled checkpoint object (tensors are lazy Tensor objects)
 
+# What zipfile raises on a damaged archive besides BadZipFile (found by fuzzing: a mutated
+# "version needed to extract" gives NotImplementedError; bad headers give struct.error).
+ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
+              RuntimeError, OverflowError, struct.error, zlib.error)
+
+
 def read_zip(path):
     try:
         archive = zipfile.ZipFile(path)
         names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except ZIP_ERRORS as e:
         raise ConvertError("truncated or damaged zip archive (%s)" % e)
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
         raise ConvertError("this is a TorchScript archive (torch.jit.save); "
@@ -429,7 +467,7 @@ def read_zip(path):
             return archive.read(member)
         except KeyError:
             raise ConvertError("zip archive has no member '%s'" % member)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        except ZIP_ERRORS as e:
             raise ConvertError("damaged zip member '%s' (%s)" % (member, e))
 
     big_endian = False
@@ -635,10 +673,13 @@ RESNET_BLOCKS = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 
                  "resnet50": ("bottleneck", [3, 4, 6, 3]),
                  "resnet101": ("bottleneck", [3, 4, 23, 3]),
                  "resnet152": ("bottleneck", [3, 8, 36, 3])}
+FASHION_VGG_STAGES = [2, 2, 2]      # scripts/train_fashion.py --arch vgg
+FASHION_ARCHS = ("fashion_alexnet", "fashion_vgg")
 ARCH_NAMES = (["alexnet"] + [v + bn for v in VGG_STAGES for bn in ("", "_bn")]
-              + list(RESNET_BLOCKS) + ["cifar_resnet%d" % (6 * n + 2) for n in (3, 5, 7, 9, 18)])
+              + list(RESNET_BLOCKS) + ["cifar_resnet%d" % (6 * n + 2) for n in (3, 5, 7, 9, 18)]
+              + list(FASHION_ARCHS))
 SUPPORTED = ("alexnet, vgg11/13/16/19 (and _bn), resnet18/34/50/101/152, "
-             "cifar_resnet20/32/44/56/110 (any 6n+2)")
+             "cifar_resnet20/32/44/56/110 (any 6n+2), fashion_alexnet, fashion_vgg")
 
 
 def cifar_blocks(arch):
@@ -668,13 +709,21 @@ def detect_arch(state):
                        and len(state[k].shape) == 4)
         if convs == [0, 3, 6, 8, 10] and "classifier.1.weight" in state:
             return "alexnet"
+        # The small Fashion-MNIST models: a head that starts with dropout (classifier.1 is the
+        # first linear) and conv counts no torchvision model has (4; 6 with batch norm).
+        if convs == [0, 3, 6, 8] and "classifier.1.weight" in state:
+            return "fashion_alexnet"
+        if convs == [0, 3, 7, 10, 14, 17] and "classifier.1.weight" in state \
+                and "features.1.running_mean" in state:
+            return "fashion_vgg"
         by_count = {sum(stages): name for name, stages in VGG_STAGES.items()}
         if len(convs) in by_count and "classifier.0.weight" in state:
             bn = "_bn" if "features.1.running_mean" in state else ""
             return by_count[len(convs)] + bn
         raise ConvertError("unknown architecture: a features/classifier model with %d conv layers "
                            "(at features.%s) is neither alexnet (5 at features.0,3,6,8,10) nor a "
-                           "VGG (8, 10, 13 or 16); supported: %s"
+                           "VGG (8, 10, 13 or 16) nor fashion_alexnet (4 at features.0,3,6,8) "
+                           "nor fashion_vgg (6 at features.0,3,7,10,14,17); supported: %s"
                            % (len(convs), ",".join(map(str, convs)), SUPPORTED))
     if {"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc"} <= set(top):
         kind = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
@@ -822,6 +871,29 @@ def build_alexnet(g):
         x = g.relu("features.%d" % (i + 1), x)
     x = g.maxpool("features.12", x, 3, 2, 0)
     x = g.adaptive_avgpool("avgpool", x, 6)
+    return alexnet_classifier(g, x)
+
+
+def build_fashion_alexnet(g):
+    """scripts/train_fashion.py --arch alexnet; 28x28 in: 28 -> 14 -> 7 -> 3."""
+    x = g.input()
+    x = g.conv("features.0", x, 7, 1, 3, bias=True)
+    x = g.relu("features.1", x)
+    x = g.maxpool("features.2", x, 2, 2, 0)
+    x = g.conv("features.3", x, 5, 1, 2, bias=True)
+    x = g.relu("features.4", x)
+    x = g.maxpool("features.5", x, 2, 2, 0)
+    for i in (6, 8):
+        x = g.conv("features.%d" % i, x, 3, 1, 1, bias=True)
+        x = g.relu("features.%d" % (i + 1), x)
+    x = g.maxpool("features.10", x, 2, 2, 0)
+    x = g.adaptive_avgpool("avgpool", x, 3)
+    return alexnet_classifier(g, x)
+
+
+def alexnet_classifier(g, x):
+    """torchvision alexnet's head: flatten, then dropout, linear, relu, dropout, linear, relu,
+    linear (classifier.0 to classifier.6)."""
     x = g.flatten("flatten", x)
     x = g.dropout("classifier.0", x)
     x = g.linear("classifier.1", x)
@@ -833,7 +905,33 @@ def build_alexnet(g):
 
 
 def build_vgg(g, stages, batch_norm):
-    x = g.input()
+    x = vgg_features(g, g.input(), stages, batch_norm)
+    x = g.adaptive_avgpool("avgpool", x, 7)
+    x = g.flatten("flatten", x)
+    x = g.linear("classifier.0", x)
+    x = g.relu("classifier.1", x)
+    x = g.dropout("classifier.2", x)
+    x = g.linear("classifier.3", x)
+    x = g.relu("classifier.4", x)
+    x = g.dropout("classifier.5", x)
+    return g.linear("classifier.6", x)
+
+
+def build_fashion_vgg(g):
+    """scripts/train_fashion.py --arch vgg; 28x28 in: 28 -> 14 -> 7 -> 3."""
+    x = vgg_features(g, g.input(), FASHION_VGG_STAGES, batch_norm=True)
+    x = g.adaptive_avgpool("avgpool", x, 3)
+    x = g.flatten("flatten", x)
+    x = g.dropout("classifier.0", x)
+    x = g.linear("classifier.1", x)
+    x = g.relu("classifier.2", x)
+    x = g.dropout("classifier.3", x)
+    return g.linear("classifier.4", x)
+
+
+def vgg_features(g, x, stages, batch_norm):
+    """torchvision's vgg `features`: per stage, `convs` x (3x3 conv [+ batchnorm] + relu), then a
+    2x2 max pool; each module takes the next index."""
     i = 0
     for convs in stages:
         for _ in range(convs):
@@ -846,15 +944,7 @@ def build_vgg(g, stages, batch_norm):
             i += 1
         x = g.maxpool("features.%d" % i, x, 2, 2, 0)
         i += 1
-    x = g.adaptive_avgpool("avgpool", x, 7)
-    x = g.flatten("flatten", x)
-    x = g.linear("classifier.0", x)
-    x = g.relu("classifier.1", x)
-    x = g.dropout("classifier.2", x)
-    x = g.linear("classifier.3", x)
-    x = g.relu("classifier.4", x)
-    x = g.dropout("classifier.5", x)
-    return g.linear("classifier.6", x)
+    return x
 
 
 def build_resnet(g, kind, blocks):
@@ -930,6 +1020,10 @@ def build_graph(arch, state):
     g = GraphBuilder(arch, state)
     if arch == "alexnet":
         out = build_alexnet(g)
+    elif arch == "fashion_alexnet":
+        out = build_fashion_alexnet(g)
+    elif arch == "fashion_vgg":
+        out = build_fashion_vgg(g)
     elif arch.split("_")[0] in VGG_STAGES:
         out = build_vgg(g, VGG_STAGES[arch.split("_")[0]], arch.endswith("_bn"))
     elif arch in RESNET_BLOCKS:
@@ -941,7 +1035,8 @@ def build_graph(arch, state):
 
 
 def valid_arch(arch):
-    return (arch == "alexnet" or arch in RESNET_BLOCKS or cifar_blocks(arch) is not None
+    return (arch == "alexnet" or arch in FASHION_ARCHS or arch in RESNET_BLOCKS
+            or cifar_blocks(arch) is not None
             or (arch.split("_")[0] in VGG_STAGES and arch.split("_", 1)[1:] in ([], ["bn"])))
 
 
@@ -958,6 +1053,7 @@ def _number_list(text, kind, what):
 
 def build_meta(args, arch, channels, num_classes):
     cifar = arch.startswith("cifar_")
+    fashion = arch in FASHION_ARCHS
     meta = collections.OrderedDict()
     meta["name"] = args.name or arch
     meta["arch"] = arch
@@ -970,9 +1066,10 @@ def build_meta(args, arch, channels, num_classes):
             raise ConvertError("--input-size has %d channels but the first conv takes %d"
                                % (shape[0], channels))
     else:
-        shape = [channels, 32, 32] if cifar else [channels, 224, 224]
+        side = 32 if cifar else 28 if fashion else 224
+        shape = [channels, side, side]
     meta["input_shape"] = shape
-    resize = (0 if cifar else 256) if args.resize is None else args.resize
+    resize = (0 if cifar or fashion else 256) if args.resize is None else args.resize
     if resize < 0:
         raise ConvertError("--resize must be >= 0 (0 = no resize)")
     meta["resize"] = resize

@@ -11,13 +11,16 @@ an extra pickled dict. Each iteration applies 1-4 mutations (bit flips, interest
 truncation, chunk deletion / duplication; in a zip, to the data.pkl member, re-zipped so that
 the zip CRC does not hide it) and converts the result in memory. Allowed outcomes: success or
 ConvertError / MemoryError (one clear line from the CLI). Anything else is a finding: the input
-is saved to ARTIFACT_DIR (default build-fuzz/artifacts/convert) and the run fails. Every global
+is saved to ARTIFACT_DIR (default build-fuzz/artifacts/convert) and the run fails. So is an
+input that raises the process's peak memory by more than MEMORY_GROWTH_KB: a 1 MB checkpoint
+must never make the converter allocate gigabytes (finding 2 in README.md). Every global
 the unpickler resolves must be on the allow-list (checked by wrapping find_class).
 """
 import io
 import json
 import os
 import random
+import resource
 import shutil
 import struct
 import sys
@@ -76,6 +79,8 @@ def make_seeds(shared):
     return seeds
 
 
+MEMORY_GROWTH_KB = 512 * 1024   # the seeds convert in ~20 MB; a finding once took 15 GB
+
 INTERESTING = [0, 1, 0x7f, 0x80, 0xff, ord("("), ord("c"), ord("q"), ord("."), ord("R")]
 
 
@@ -98,8 +103,8 @@ def mutate_bytes(rng, data, hot):
         elif kind == 4:
             n = rng.randint(1, 64)
             b[pos:pos] = b[pos:pos + n]
-        else:
-            struct.pack_into("<I", b, min(pos, max(0, len(b) - 4)),
+        elif len(b) >= 4:
+            struct.pack_into("<I", b, min(pos, len(b) - 4),
                              rng.choice([0, 1, 2 ** 31 - 1, 2 ** 32 - 1, len(b), rng.randrange(2 ** 32)]))
     return bytes(b)
 
@@ -166,6 +171,17 @@ def main():
             print("FINDING (input saved to %s):" % saved)
             traceback.print_exc(limit=4)
         took = time.time() - began
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if iterations == 1:
+            first_peak_kb = peak_kb
+        elif peak_kb > first_peak_kb + MEMORY_GROWTH_KB:
+            findings += 1
+            os.makedirs(artifacts, exist_ok=True)
+            saved = os.path.join(artifacts, "memory-%d-%s" % (iterations, name))
+            with open(saved, "wb") as f:
+                f.write(data)
+            print("FINDING: peak memory grew to %d MB on this input (saved to %s)" % (peak_kb >> 10, saved))
+            first_peak_kb = peak_kb   # report each new high once
         if took > slowest[0]:
             slowest[:] = [took, name]
             if took > 10:   # wall time: on a loaded machine this may be starvation, not a bug

@@ -171,10 +171,11 @@ static cnn_status decode(const char *path, int C, int64_t max_pixels, uint8_t **
         int is_png = png_header(f, &pw, &ph, &pc);
         fclose(f);
         if (read_error) return cnn_fail(CNN_ERR_IO, "%s: cannot read image: read error", path);
-        if (is_png && pw * ph > max_pixels) {
-            return cnn_fail(CNN_ERR_LIMIT, "%s: image is %lldx%lld = %lld pixels, over the limit "
+        // PNG sides are 32-bit: their product can overflow int64, so divide instead.
+        if (is_png && ph > 0 && pw > max_pixels / ph) {
+            return cnn_fail(CNN_ERR_LIMIT, "%s: image is %lldx%lld = %.0f pixels, over the limit "
                             "of %lld (raise it with --max-pixels)", path, (long long)pw,
-                            (long long)ph, (long long)(pw * ph), (long long)max_pixels);
+                            (long long)ph, (double)pw * (double)ph, (long long)max_pixels);
         }
         if (is_png && pw > 0 && ph > 0 && pw * ph * pc > (1 << 30)) {
             return cnn_fail(CNN_ERR_LIMIT, "%s: image is %lldx%lld = %lld pixels, more than stb "

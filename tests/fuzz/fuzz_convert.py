@@ -19,6 +19,7 @@ the unpickler resolves must be on the allow-list (checked by wrapping find_class
 import io
 import json
 import os
+import pickle
 import random
 import resource
 import shutil
@@ -124,22 +125,49 @@ def mutate(rng, name, data):
     return mutate_bytes(rng, data, hot)
 
 
+def crafted_regressions():
+    """Minimal inputs of the converter findings in README.md (2: memo index / length claiming
+    gigabytes, 3: a zip whose "version needed to extract" is 25.5)."""
+    # EMPTY_DICT, then LONG_BINPUT to memo index 671,508,515: the C unpickler would grow its memo
+    # array to that size.
+    memo_pickle = b"\x80\x02}r" + struct.pack("<I", 671508515) + b"."
+    legacy = b"".join(pickle.dumps(v, protocol=2) for v in
+                      (convert.LEGACY_MAGIC_NUMBER, convert.LEGACY_PROTOCOL_VERSION, {})) + memo_pickle
+
+    def zipped(member, version_needed=None):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("archive/data.pkl", member)
+        b = bytearray(buf.getvalue())
+        if version_needed is not None:
+            struct.pack_into("<H", b, b.index(b"PK\x01\x02") + 6, version_needed)
+        return bytes(b)
+
+    return {"legacy-memo-index.th": legacy, "zip-memo-index.pth": zipped(memo_pickle),
+            "zip-version-needed-25.5.pth": zipped(b"\x80\x02}q\x00.", 255)}
+
+
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 20
     shared = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "..", "shared")
     artifacts = sys.argv[3] if len(sys.argv) > 3 else os.path.join(ROOT, "build-fuzz", "artifacts", "convert")
-    # Saved findings first: each must now give success or a ConvertError.
-    regressions = os.path.join(HERE, "regressions", "convert")
-    for name in sorted(os.listdir(regressions)) if os.path.isdir(regressions) else []:
+    # Past findings first, rebuilt here (no checkpoint-like file is committed): each must now
+    # give success or a ConvertError.
+    regressions = tempfile.mkdtemp(prefix="fuzz_convert_regressions.")
+    for name, data in sorted(crafted_regressions().items()):
+        with open(os.path.join(regressions, name), "wb") as f:
+            f.write(data)
+    for name in sorted(os.listdir(regressions)):
         del resolved[:]
         try:
             convert.convert(convert.parse_args([os.path.join(regressions, name), "-o", os.devnull]))
         except (convert.ConvertError, MemoryError):
             pass
         except Exception:
-            print("FINDING again: regressions/convert/%s" % name)
+            print("FINDING again: crafted regression %s" % name)
             traceback.print_exc(limit=4)
             return 1
+    shutil.rmtree(regressions)
     seeds = make_seeds(shared)
     rng = random.Random(int(os.environ.get("FUZZ_SEED", "1")))
     work = tempfile.mkdtemp(prefix="fuzz_convert.")

@@ -6,7 +6,7 @@
 // Exact search. |q - b|^2 = |q|^2 + |b|^2 - 2 q.b, and |q|^2 is the same for every b, so the
 // ranking key of b for query q is |b|^2 - 2 q.b (cosine: -q.b on unit rows). The dot products
 // of a block of QB queries against NB base rows are one GEMM; each query keeps its best
-// candidates in a small sorted list. Float keys can swap two near-equal distances, so each query
+// candidates in a small max-heap. Float keys can swap two near-equal distances, so each query
 // keeps a few more candidates than asked, recomputes their distances directly in double and
 // keeps the K best of those.
 #include "neighbors.h"
@@ -20,40 +20,90 @@ enum {
     QUERY_BLOCK = 64,     // queries per GEMM (rows of the distance block)
     BASE_BLOCK = 2048,    // base rows per GEMM (columns): a 64 x 2048 block is 512 KB
     EXTRA_CANDIDATES = 8, // kept beyond K to absorb float rounding in the keys
+    KEY_RUN = 32,         // keys checked together against a query's current worst candidate
 };
 
+// DISTANCE_LANES independent partial sums, added in order at the end: one long chain of
+// dependent double additions (4 cycles each) was most of NN-descent's time, and independent
+// lanes also let the compiler vectorise the loop without reordering any addition.
+#define DISTANCE_LANES 8
+
 float vis_distance(const float *a, const float *b, int dim, vis_metric metric) {
-    double s = 0;
+    enum { L = DISTANCE_LANES };
+    int whole = dim / L * L;
     if (metric == VIS_METRIC_L2) {
-        for (int i = 0; i < dim; i++) {
+        double part[L] = {0};
+        for (int i = 0; i < whole; i += L)
+            for (int u = 0; u < L; u++) {
+                double d = (double)a[i + u] - b[i + u];
+                part[u] += d * d;
+            }
+        for (int i = whole; i < dim; i++) {
             double d = (double)a[i] - b[i];
-            s += d * d;
+            part[i - whole] += d * d;
         }
+        double s = 0;
+        for (int u = 0; u < L; u++) s += part[u];
         return (float)sqrt(s);
     }
-    double aa = 0, bb = 0;
-    for (int i = 0; i < dim; i++) {
-        s += (double)a[i] * b[i];
-        aa += (double)a[i] * a[i];
-        bb += (double)b[i] * b[i];
+    double ab[L] = {0}, aa[L] = {0}, bb[L] = {0};
+    for (int i = 0; i < whole; i += L)
+        for (int u = 0; u < L; u++) {
+            ab[u] += (double)a[i + u] * b[i + u];
+            aa[u] += (double)a[i + u] * a[i + u];
+            bb[u] += (double)b[i + u] * b[i + u];
+        }
+    for (int i = whole; i < dim; i++) {
+        ab[i - whole] += (double)a[i] * b[i];
+        aa[i - whole] += (double)a[i] * a[i];
+        bb[i - whole] += (double)b[i] * b[i];
     }
-    if (aa == 0 || bb == 0) return 1.0f;
-    return (float)(1.0 - s / sqrt(aa * bb));
+    double s = 0, sa = 0, sb = 0;
+    for (int u = 0; u < L; u++) {
+        s += ab[u];
+        sa += aa[u];
+        sb += bb[u];
+    }
+    if (sa == 0 || sb == 0) return 1.0f;
+    return (float)(1.0 - s / sqrt(sa * sb));
 }
 
-// Inserts (key, id) into the sorted list keys/ids of *count <= cap entries (ties: lower id first
-// because ids arrive in increasing order and only a strictly smaller key displaces).
-static void sorted_insert(float *keys, int *ids, int *count, int cap, float key, int id) {
-    int pos = *count < cap ? *count : cap - 1;
-    if (*count == cap && !(key < keys[cap - 1])) return;
-    while (pos > 0 && key < keys[pos - 1]) {
-        keys[pos] = keys[pos - 1];
-        ids[pos] = ids[pos - 1];
-        pos--;
+// (key a, id a) before (key b, id b): by key, then by id.
+static inline int pair_before(float key_a, int id_a, float key_b, int id_b) {
+    return key_a < key_b || (key_a == key_b && id_a < id_b);
+}
+
+// Offers (key, id) to the *count <= cap best pairs seen so far, kept as a max-heap in keys/ids:
+// the root is the worst kept pair, replaced when a better one arrives (a sorted list would
+// shift half its entries on each of the hundreds of insertions a query sees). Ids arrive in
+// increasing order, so among equal keys the earlier ids stay, as the order above says.
+static void heap_offer(float *keys, int *ids, int *count, int cap, float key, int id) {
+    int i;
+    if (*count < cap) {   // not full: a new leaf, moved up past the smaller parents
+        i = (*count)++;
+        while (i > 0) {
+            int parent = (i - 1) / 2;
+            if (!pair_before(keys[parent], ids[parent], key, id)) break;
+            keys[i] = keys[parent];
+            ids[i] = ids[parent];
+            i = parent;
+        }
+    } else {              // full: the new pair replaces the root and moves down
+        if (!pair_before(key, id, keys[0], ids[0])) return;
+        i = 0;
+        for (;;) {
+            int child = 2 * i + 1;
+            if (child >= cap) break;
+            if (child + 1 < cap && pair_before(keys[child], ids[child], keys[child + 1], ids[child + 1]))
+                child++;
+            if (!pair_before(key, id, keys[child], ids[child])) break;
+            keys[i] = keys[child];
+            ids[i] = ids[child];
+            i = child;
+        }
     }
-    keys[pos] = key;
-    ids[pos] = id;
-    if (*count < cap) (*count)++;
+    keys[i] = key;
+    ids[i] = id;
 }
 
 typedef struct {
@@ -138,16 +188,25 @@ cnn_status vis_knn_search(const float *base, int n, int dim, const float *q, int
                 // dots[m, w] = Q[q0 .. q0+m, :] @ bt[:, b0 .. b0+w]
                 cnn_sgemm(m, w, dim, Q + (size_t)q0 * dim, dim, bt + b0, n, dots, w, 0);
                 for (int i = 0; i < m; i++) {
-                    const float *row = dots + (size_t)i * w;
+                    float *row = dots + (size_t)i * w;   // dot products, then keys in place
                     float *kk = keys + (size_t)i * cap;
                     int *ii = ids + (size_t)i * cap;
                     int self = skip ? skip[q0 + i] : -1;
-                    float worst = count[i] == cap ? kk[cap - 1] : FLT_MAX;
-                    for (int j = 0; j < w; j++) {
-                        float key = metric == VIS_METRIC_L2 ? norm2[b0 + j] - 2.0f * row[j] : -row[j];
-                        if (key < worst && b0 + j != self) {
-                            sorted_insert(kk, ii, &count[i], cap, key, b0 + j);
-                            if (count[i] == cap) worst = kk[cap - 1];
+                    float worst = count[i] == cap ? kk[0] : FLT_MAX;   // the heap's root
+                    for (int j = 0; j < w; j++)   // a vector loop
+                        row[j] = metric == VIS_METRIC_L2 ? norm2[b0 + j] - 2.0f * row[j] : -row[j];
+                    // Once the list is full, most runs of KEY_RUN keys hold none below the
+                    // current worst: one comparison of their minimum skips them.
+                    for (int j0 = 0; j0 < w; j0 += KEY_RUN) {
+                        int j1 = w - j0 < KEY_RUN ? w : j0 + KEY_RUN;
+                        float lowest = FLT_MAX;   // (a NaN key is never a candidate)
+                        for (int j = j0; j < j1; j++) lowest = row[j] < lowest ? row[j] : lowest;
+                        if (!(lowest < worst)) continue;
+                        for (int j = j0; j < j1; j++) {
+                            if (row[j] < worst && b0 + j != self) {
+                                heap_offer(kk, ii, &count[i], cap, row[j], b0 + j);
+                                if (count[i] == cap) worst = kk[0];
+                            }
                         }
                     }
                 }
@@ -191,6 +250,13 @@ cnn_status vis_knn_search(const float *base, int n, int dim, const float *q, int
 // of the previous round, so the result does not depend on the thread count. The lists start
 // from the leaves of a few random projection trees (points that fall in the same cell of a
 // random hyperplane partition are likely close).
+
+#define NNDESCENT_MAX_SAMPLE 24   // candidates of each kind explored per point and round
+#if defined(__GNUC__)
+#define PREFETCH(address) __builtin_prefetch(address)
+#else
+#define PREFETCH(address) ((void)(address))
+#endif
 
 typedef struct {
     int n, k;
@@ -285,7 +351,8 @@ cnn_status vis_knn_nndescent(const float *x, int n, int dim, int k, vis_metric m
         return cnn_fail(CNN_ERR_ARG, "NN-descent: need 1 <= k <= N - 1 = %d, got %d", n - 1, k);
     const int n_trees = 4, max_rounds = 12;
     const int leaf_size = k + 1 > 32 ? k + 1 : 32;
-    const int sample = k < 24 ? k : 24;       // new (and old) candidates explored per point
+    const int sample = k < NNDESCENT_MAX_SAMPLE ? k : NNDESCENT_MAX_SAMPLE;   // new (and old)
+                                              // candidates explored per point
     knn_lists L = {n, k, idx, dist, calloc((size_t)n * k, 1)};
     int *order = malloc(sizeof(int) * (size_t)n * n_trees);          // [trees, N]
     int *leaf_start = malloc(sizeof(int) * ((size_t)n + 1) * n_trees); // [trees, leaves + 1]
@@ -421,13 +488,19 @@ cnn_status vis_knn_nndescent(const float *x, int n, int dim, int k, vis_metric m
                                     const int *lv = (dir2 ? rev : fwd) + (size_t)w * 2 * sample +
                                                     kind_wv * sample;
                                     int nv = (dir2 ? rev_count : fwd_count)[2 * w + kind_wv];
+                                    // The rows of the candidates are scattered in memory: ask
+                                    // for all of them first, then compare (the waits overlap).
+                                    int fresh[NNDESCENT_MAX_SAMPLE], n_fresh = 0;
                                     for (int b = 0; b < nv; b++) {
                                         int v = lv[b];
                                         if (stamp[v] == p) continue;
                                         stamp[v] = p;
-                                        updates += list_offer(&L, p, v,
-                                                              pair_distance(x, dim, p, v, metric));
+                                        fresh[n_fresh++] = v;
+                                        for (int j = 0; j < dim; j += 16) PREFETCH(x + (size_t)v * dim + j);
                                     }
+                                    for (int b = 0; b < n_fresh; b++)
+                                        updates += list_offer(&L, p, fresh[b],
+                                                              pair_distance(x, dim, p, fresh[b], metric));
                                 }
                             }
                         }

@@ -9,6 +9,9 @@
 // 2. render: for each channel, its hits' receptive field boxes (vis/receptive_field.h) are
 //    cropped from the preprocessed images (re-read), clipped parts marked, and laid out in rank
 //    order; then the index (CSV and JSON).
+// 3. --deconv: each winner runs again, every activation up to the layer kept, and its activation
+//    is projected back to the pixels by a DeconvNet (vis/explain.h); the projections, cropped by
+//    the same boxes, make a companion grid beside each patch grid, as in Zeiler & Fergus 2014.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +19,7 @@
 
 #include "canvas.h"
 #include "cli.h"
+#include "explain.h"
 #include "image_walk.h"
 #include "receptive_field.h"
 #include "select.h"
@@ -172,8 +176,22 @@ static cnn_status write_json(void *user, FILE *f) {
 
 typedef struct {
     const char *model_path, *dir, *layer, *channel_list, *out_dir;
-    int k, per_image, threads, batch, scale;
+    int k, per_image, threads, batch, scale, deconv;
 } patches_args;
+
+// The DeconvNet projection of one hit (channel, y, x of image x [1,C,H,W]), cropped by `box`
+// into tile. `s` is a batch-1 session that keeps every activation up to the layer.
+static cnn_status project_hit(cnn_session *s, int node, const float *x, int channel,
+                              const vis_hit *hit, vis_box box, const cnn_node_info *layer,
+                              const cnn_model_info *info, float *projection, uint8_t *tile) {
+    int index = (channel * layer->h + hit->y) * layer->w + hit->x;   // h = w = 1 for linear
+    cnn_status st = cnn_session_run(s, x, 1);
+    if (st == CNN_OK) st = vis_explain_projections(s, node, &index, projection);
+    if (st == CNN_OK)
+        st = vis_explain_projection_tile(tile, projection, info->channels, info->height,
+                                         info->width, box.y0, box.x0, box.y1, box.x1);
+    return st;
+}
 
 // Counts the images of dir (for the progress line only); -1 on an error.
 static long count_images(const char *dir) {
@@ -194,7 +212,7 @@ static int run_patches(const patches_args *a) {
     int status = EXIT_ERROR, *channels = NULL, n_channels = 0, *images = NULL, *alive = NULL;
     int skipped = 0, done_images = 0, n_rows = 0;
     size_t per_image = (size_t)info->channels * info->height * info->width;
-    float *x = NULL;
+    float *x = NULL, *projection = NULL;
     uint8_t *pixels = NULL, *tile = NULL;
     char **batch_paths = NULL, **batch_relative = NULL, *png_path = NULL;
     vis_rf *rf = NULL;
@@ -202,9 +220,9 @@ static int run_patches(const patches_args *a) {
     vis_hit *hits = NULL;
     index_row *rows = NULL;
     vis_image_walk *walk = NULL;
-    cnn_session *s = NULL;
+    cnn_session *s = NULL, *deconv = NULL;
     name_table names = {0};
-    vis_canvas canvas = {0};
+    vis_canvas canvas = {0}, companion = {0};
     cnn_image_limits limits = {100000000};
 
     int node_index = a->layer ? vis_find_layer(m, a->layer) : vis_default_layer(m);
@@ -339,16 +357,29 @@ static int run_patches(const patches_args *a) {
     int side = tile_h > tile_w ? tile_h : tile_w;
     int scale = a->scale > 0 ? a->scale : side >= 96 ? 1 : 96 / side;   // cells of ~96 pixels
     tile = malloc((size_t)tile_h * tile_w * 3);
-    if (!tile) {
+    if (a->deconv) projection = malloc(sizeof(float) * per_image);
+    if (!tile || (a->deconv && !projection)) {
         cnn_fail(CNN_ERR_NOMEM, "out of memory for a %dx%d patch", tile_h, tile_w);
         cli_error();
         goto done;
+    }
+    if (a->deconv) {
+        cnn_session_options dopt = cnn_session_defaults();
+        dopt.threads = a->threads;
+        dopt.keep_all = 1;   // DeconvNet reads the max pool switches of the forward pass
+        dopt.stop_after = node_index;
+        if (cnn_session_create(m, 1, &dopt, &deconv) != CNN_OK) {
+            cli_error();
+            goto done;
+        }
     }
     vis_grid g = vis_grid_make(a->k, 0, tile_w * scale, tile_h * scale, 1, 0, 0);
     for (int si = 0; si < n_channels; si++) {
         int count = vis_top_k_sorted(tk, si, hits);
         if (vis_canvas_create(&canvas, vis_grid_width(&g), vis_grid_height(&g),
-                              VIS_SEPARATOR_RGB) != CNN_OK) {
+                              VIS_SEPARATOR_RGB) != CNN_OK ||
+            (a->deconv && vis_canvas_create(&companion, vis_grid_width(&g), vis_grid_height(&g),
+                                            VIS_SEPARATOR_RGB) != CNN_OK)) {
             cli_error();
             goto done;
         }
@@ -369,6 +400,14 @@ static int run_patches(const patches_args *a) {
             int cx, cy;
             vis_grid_cell(&g, r, &cx, &cy);
             vis_canvas_blit(&canvas, cx, cy, tile, tile_w, tile_h, 3, scale);
+            if (a->deconv) {
+                if (project_hit(deconv, node_index, x, channels[si], &hits[r], box, &node, info,
+                                projection, tile) != CNN_OK) {
+                    cli_error();
+                    goto done;
+                }
+                vis_canvas_blit(&companion, cx, cy, tile, tile_w, tile_h, 3, scale);
+            }
             rows[n_rows++] = (index_row){channels[si], r, hits[r], box, name->relative};
         }
         snprintf(png_path, strlen(a->out_dir) + 64, "%s/channel_%04d.png", a->out_dir,
@@ -378,6 +417,16 @@ static int run_patches(const patches_args *a) {
             goto done;
         }
         vis_canvas_free(&canvas);
+        if (a->deconv) {
+            snprintf(png_path, strlen(a->out_dir) + 64, "%s/channel_%04d_deconv.png", a->out_dir,
+                     channels[si]);
+            if (vis_png_write(png_path, &companion) != CNN_OK) {
+                cli_error();
+                goto done;
+            }
+            vis_canvas_free(&companion);
+        }
+        if (total > 0 && a->deconv) cli_progress("deconvnet", si + 1, n_channels, start);
     }
     index_data d = {a->model_path, a->dir, node.name, cnn_op_name(node.op), node_index,
                     done_images, skipped, a->k, a->per_image, field->global, whole_images,
@@ -405,11 +454,13 @@ static int run_patches(const patches_args *a) {
         printf("receptive field: %dx%d pixels, jump %dx%d, first output centred at (%g, %g)\n",
                field->size[0], field->size[1], field->jump[0], field->jump[1],
                vis_rf_start(field, 0), vis_rf_start(field, 1));
-    printf("wrote %d grid%s (top %d, rank order) and index.csv, index.json to %s/\n", n_channels,
-           n_channels == 1 ? "" : "s", a->k, a->out_dir);
+    printf("wrote %d grid%s (top %d, rank order)%s and index.csv, index.json to %s/\n",
+           n_channels, n_channels == 1 ? "" : "s", a->k,
+           a->deconv ? " with their DeconvNet companions" : "", a->out_dir);
     status = EXIT_OK;
 done:
     vis_canvas_free(&canvas);
+    vis_canvas_free(&companion);
     names_free(&names);
     for (int i = 0; batch_paths && i < a->batch; i++) free(batch_paths[i]);
     for (int i = 0; batch_relative && i < a->batch; i++) free(batch_relative[i]);
@@ -422,10 +473,12 @@ done:
     free(images);
     free(tile);
     free(pixels);
+    free(projection);
     free(x);
     free(channels);
     free(rf);
     cnn_session_free(s);
+    cnn_session_free(deconv);
     vis_image_walk_close(walk);
     vis_top_k_free(tk);
     cnn_model_free(m);
@@ -433,7 +486,7 @@ done:
 }
 
 int cmd_patches(int argc, char **argv) {
-    patches_args a = {NULL, NULL, NULL, "all", "patches", 16, 1, 0, 16, 0};
+    patches_args a = {NULL, NULL, NULL, "all", "patches", 16, 1, 0, 16, 0, 0};
     const char *pos[2];
     const cli_option options[] = {
         {"--layer", OPT_STRING, &a.layer, 0, 0,
@@ -448,6 +501,8 @@ int cmd_patches(int argc, char **argv) {
         {"--batch", OPT_INT, &a.batch, 1, 4096, "N  images per forward pass (default 16)"},
         {"--scale", OPT_INT, &a.scale, 1, 256,
          "S  pixels per input pixel in the grids (default max(1, 96 / patch size))"},
+        {"--deconv", OPT_FLAG, &a.deconv, 0, 0,
+         "also write channel_NNNN_deconv.png: each patch's DeconvNet projection"},
         {"-o", OPT_STRING, &a.out_dir, 0, 0, "OUTDIR  output folder (default patches)"},
     };
     const cli_command_spec spec = {
@@ -461,8 +516,11 @@ int cmd_patches(int argc, char **argv) {
         "image, the part outside the image in purple (128,0,128); and OUTDIR/index.csv and\n"
         "index.json: channel, rank, image (relative to DIR), activation, y, x and the box\n"
         "y0,x0,y1,x1 (inclusive input pixels, before clipping). Layers without spatial extent\n"
-        "(linear, after adaptive pooling) give whole images. Progress goes to stderr when it is\n"
-        "a terminal.",
+        "(linear, after adaptive pooling) give whole images. With --deconv, also\n"
+        "OUTDIR/channel_NNNN_deconv.png, the same layout: each winner's activation projected\n"
+        "back to the pixels by a DeconvNet (Zeiler & Fergus 2014: max unpooling through the\n"
+        "switches of that image, ReLU, transposed filters), cropped by the same box and shown\n"
+        "normalised over the crop (grey = 0). Progress goes to stderr when it is a terminal.",
         options, (int)(sizeof options / sizeof options[0]), 2, 2};
     int n_pos, r = cli_parse(&spec, argc, argv, pos, &n_pos);
     if (r != CLI_CONTINUE) return r;

@@ -10,14 +10,18 @@ folder and must give exactly that list: same images, positions and float32 activ
 
 Checked on:
   A. the published CIFAR-10 ResNet-56 over all 10,000 test images: layers relu (after conv1),
-     layer1.0 (a residual block) and layer1.1.conv1 (a conv: signed, unfolded), 5 channels
-     each (one is all of relu's 16 in one run), K = 16 and 10;
-  B. the same network on 400 images (40 per class) at deeper layers: layer2.0 (the shortcut_a
-     block), layer3.0 and layer3 (= layer3.8); per-image 2 and per-image 0 (no limit) on
-     layer2.0; the linear layer (whole images); --threads 1 vs 2 and --batch 7 vs 16 give
-     byte-identical index files;
+     layer1.0 (a residual block), layer1.1.conv1 (a conv: signed, unfolded) and layer3 (=
+     layer3.8, the last block), 2 to 16 channels each (all of relu's 16 in one run), K = 10
+     and 16; identical lists up to layer1.1.conv1, equal up to near ties for layer3.8 (the
+     dump keeps that conv's batch norm unfolded, patches folds it: the last bits differ);
+  B. the same network on 400 images (40 per class): layer2.0 (the shortcut_a block), layer3.0
+     and the linear layer (whole images); per-image 2 and per-image 0 (no limit) on layer2.0;
+     --threads 1 vs 2 give byte-identical index files and grids, --batch 7 and 16 the same
+     lists up to near ties;
   C. the default model (weights/fashion_resnet20.cnn, 1x28x28) on 1,000 Fashion-MNIST test
-     images: layer2.1, layer3 and the linear layer.
+     images: layer2.1, layer3 and the linear layer;
+  D. --deconv on the AlexNet-style default model: each cell of the companion grid equals the
+     DeconvNet projection `cnnscope explain --neuron` gives for that hit, cropped by its box.
 For every hit, the box (index.csv and index.json, which must agree) must equal the receptive
 field arithmetic done here from the architecture (3x3 convs with padding 1, stride 2 where a
 stage starts, the option-A shortcut as a 1x1 stride-2 window, the union at each add), and the
@@ -362,13 +366,26 @@ def test_cifar_10000():
     if len(ds.paths) != 10000:
         raise Failure("expected the 10,000 CIFAR-10 test images, found %d" % len(ds.paths))
     fields = cifar_fields(56, 32, 32)
-    runs = [("relu", list(range(16)), "all", 16), ("layer1.0", [0, 3, 7, 11, 15], "0,3,7,11,15", 16),
-            ("layer1.1.conv1", [1, 2, 5, 8, 13], "1-2,5,8,13", 10)]
-    want = ds.brute_force([(l, ch, k, 1) for l, ch, _, k in runs])
-    for i, (layer, ch, sel, k) in enumerate(runs):
-        out_dir, stdout, dt = patches(model, folder, "c56_10k_" + layer, layer, sel, k)
-        check_run(ds, out_dir, layer, ch, k, want[i], fields, stats=STATS)
-        print("  resnet56 %-15s 10000 images, %2d channels, top %d: equal (%.1f s)" % (layer, len(ch), k, dt))
+    # (layer as named on the command line, node name, channels, --channels, K)
+    runs = [("relu", "relu", list(range(16)), "all", 16),
+            ("layer1.0", "layer1.0", [0, 3, 7, 11, 15], "0,3,7,11,15", 16),
+            ("layer1.1.conv1", "layer1.1.conv1", [1, 2, 5, 8, 13], "1-2,5,8,13", 10),
+            ("layer3", "layer3.8", [2, 17], "2,17", 16)]   # a container: its last block, the deepest
+    # One dump of every layer. Asking for a conv's output (layer1.1.conv1) keeps its batch norm
+    # unfolded, which changes the last bits of every later layer against a run (like patches)
+    # that folds it: the layers after it are compared up to near ties (compare_near_ties).
+    want = ds.brute_force([(node, ch, k, 1) for _, node, ch, _, k in runs])
+    for i, (layer, node, ch, sel, k) in enumerate(runs):
+        exact = i < 3   # relu, layer1.0, layer1.1.conv1: before or at the unfolded conv
+        # (the dump's batches make an exact comparison possible; after the conv it is up to near
+        # ties anyway, so the default batch, which is faster)
+        out_dir, stdout, dt = patches(model, folder, "c56_10k_" + layer, layer, sel, k,
+                                      batch=CHUNK if exact else None)
+        if node not in stdout:
+            raise Failure("--layer %s should mean %s: %s" % (layer, node, stdout))
+        check_run(ds, out_dir, node, ch, k, want[i], fields, stats=STATS, exact=exact)
+        print("  resnet56 %-15s 10000 images, %2d channels, top %d: equal%s (%.1f s)"
+              % (node, len(ch), k, "" if exact else " up to near ties", dt))
     # the default batch size (16): equal up to near ties
     out_dir, stdout, dt = patches(model, folder, "c56_10k_relu_b16", "relu", "all", 16, batch=None)
     check_run(ds, out_dir, "relu (default batch)", list(range(16)), 16, want[0], fields, check_pixels=0,
@@ -389,21 +406,21 @@ def test_cifar_deep():
     ds = Dataset(model, folder, "c56_400")
     ds.mean, ds.std = CIFAR_MEAN, CIFAR_STD
     fields = cifar_fields(56, 32, 32)
-    req = [("layer2.0", [0, 9, 31], 12, 1), ("layer3.0", [4, 40, 63], 9, 1), ("layer3.8", [2, 17], 16, 1),
-           ("layer2.0", [0, 9, 31], 12, 2), ("layer2.0", [0, 9, 31], 12, 0), ("linear", [0, 3, 9], 5, 1)]
+    req = [("layer2.0", [0, 9, 31], 12, 2), ("layer2.0", [0, 9, 31], 12, 0), ("layer2.0", [0, 9, 31], 12, 1),
+           ("layer3.0", [4, 40, 63], 9, 1), ("linear", [0, 3, 9], 5, 1)]
     want = ds.brute_force(req)
     out_dir, _, _ = patches(model, folder, "l20", "layer2.0", "0,9,31", 12)
-    check_run(ds, out_dir, "layer2.0", [0, 9, 31], 12, want[0], fields, stats=STATS)
+    check_run(ds, out_dir, "layer2.0", [0, 9, 31], 12, want[2], fields, stats=STATS)
     out_dir, _, _ = patches(model, folder, "l30", "layer3.0", "4,40,63", 9)
-    check_run(ds, out_dir, "layer3.0", [4, 40, 63], 9, want[1], fields, stats=STATS)
-    out_dir, stdout, _ = patches(model, folder, "l3", "layer3", "2,17", 16)
-    if "layer3.8" not in stdout:
-        raise Failure("--layer layer3 should mean layer3.8: %s" % stdout)
-    check_run(ds, out_dir, "layer3.8", [2, 17], 16, want[2], fields, stats=STATS)
+    check_run(ds, out_dir, "layer3.0", [4, 40, 63], 9, want[3], fields, stats=STATS)
+    out_dir, stdout, _ = patches(model, folder, "lin", "linear", "0,3,9", 5)
+    if "whole images" not in stdout:
+        raise Failure("a linear layer must say its patches are whole images: %s" % stdout)
+    check_run(ds, out_dir, "linear", [0, 3, 9], 5, want[4], fields)
     out_dir, _, _ = patches(model, folder, "l20p2", "layer2.0", "0,9,31", 12, per_image=2)
-    check_run(ds, out_dir, "layer2.0 --per-image 2", [0, 9, 31], 12, want[3], fields, check_pixels=1)
+    check_run(ds, out_dir, "layer2.0 --per-image 2", [0, 9, 31], 12, want[0], fields, check_pixels=1)
     out_dir, _, _ = patches(model, folder, "l20p0", "layer2.0", "0,9,31", 12, per_image=0)
-    check_run(ds, out_dir, "layer2.0 --per-image 0", [0, 9, 31], 12, want[4], fields, check_pixels=1)
+    check_run(ds, out_dir, "layer2.0 --per-image 0", [0, 9, 31], 12, want[1], fields, check_pixels=1)
     # the number of threads changes nothing, to the byte
     reference = open(os.path.join(out_dir, "index.csv"), "rb").read()
     other, _, _ = patches(model, folder, "l20p0_t1", "layer2.0", "0,9,31", 12, per_image=0,
@@ -418,22 +435,25 @@ def test_cifar_deep():
     for batch in (None, 7):
         other, _, _ = patches(model, folder, "l20p0_b%s" % batch, "layer2.0", "0,9,31", 12, per_image=0,
                               batch=batch)
-        check_run(ds, other, "layer2.0 --per-image 0 --batch %s" % batch, [0, 9, 31], 12, want[4], fields,
+        check_run(ds, other, "layer2.0 --per-image 0 --batch %s" % batch, [0, 9, 31], 12, want[1], fields,
                   check_pixels=0, exact=False)
-    out_dir, stdout, _ = patches(model, folder, "lin", "linear", "0,3,9", 5)
-    if "whole images" not in stdout:
-        raise Failure("a linear layer must say its patches are whole images: %s" % stdout)
-    check_run(ds, out_dir, "linear", [0, 3, 9], 5, want[5], fields)
-    print("  resnet56 layer2.0 / layer3.0 / layer3.8 / per-image 2, 0 / linear on %d images: equal" % len(ds.paths))
+    print("  resnet56 layer2.0 (also --per-image 2, 0, --threads 1, --batch 7, 16), layer3.0, linear on %d images: "
+          "equal" % len(ds.paths))
 
 
-def test_default_model():
-    model = need(DEFAULT_MODEL, "the default model (scripts/train_fashion.py)")
+def fashion_folder():
+    """An ImageFolder of the first 100 Fashion-MNIST test images of each class (1,000)."""
     folder = os.path.join(OUT, "fashion1000")
     if not os.path.isdir(folder):
         run([sys.executable, "scripts/fashion_to_folder.py", "--split", "test", "--limit", "100", "-o",
              folder + ".tmp"], "fashion_to_folder")
         os.replace(folder + ".tmp", folder)
+    return folder
+
+
+def test_default_model():
+    model = need(DEFAULT_MODEL, "the default model (scripts/train_fashion.py)")
+    folder = fashion_folder()
     ds = Dataset(model, folder, "fashion")
     meta = vis_common.run([CNNSCOPE, "info", model], "cnnscope info")[0]
     m = re.search(r"normalise: mean ([0-9.e-]+), std ([0-9.e-]+)", meta)
@@ -448,6 +468,72 @@ def test_default_model():
         out_dir, stdout, dt = patches(model, folder, "fashion_" + layer, name, sel, req[i][2])
         check_run(ds, out_dir, layer, req[i][1], req[i][2], want[i], fields, stats=STATS)
         print("  default model %-9s %d images: equal (%.1f s)" % (layer, len(ds.paths), dt))
+
+
+def projection_rgb(p):
+    """vis_explain_gradient_rgb: [C,h,w] -> [h,w,3] uint8, 0.5 + 0.5 g / s clipped to [0, 1], s the
+    99th percentile of |g| (sorted, element int(0.99 (n - 1))), or the maximum if that is 0."""
+    mag = np.sort(np.abs(p).ravel())
+    s = mag[int(0.99 * (mag.size - 1))]
+    if not s > 0:
+        s = mag[-1]
+    if not s > 0:
+        s = np.float32(1)
+    g = p if p.shape[0] == 3 else np.repeat(p[:1], 3, axis=0)
+    t = np.clip(np.float32(0.5) + np.float32(0.5) * g / s, 0, 1)
+    return (np.float32(255) * t + np.float32(0.5)).astype(np.uint8).transpose(1, 2, 0)
+
+
+def test_deconv_companion():
+    """--deconv: channel_NNNN_deconv.png has, in each cell, the DeconvNet projection of that hit's
+    activation cropped by its box, equal to `cnnscope explain --method deconvnet --neuron
+    L:C:Y:X --save-raw` on the same image (whose DeconvNet is checked against PyTorch in
+    test_explain_torch.py), rendered as vis_explain_gradient_rgb does. On the AlexNet-style
+    default model: its max pools make each projection depend on the image (the switches)."""
+    model = need(os.path.join(REPO, "weights", "fashion_alexnet.cnn"), "weights/fashion_alexnet.cnn")
+    folder = fashion_folder()
+    raw = os.path.join(OUT, "deconv_raw.npy")
+    checked = 0
+    for layer, sel, k in (("features.8", "3,10", 6), ("classifier.1", "5", 3)):
+        out_dir, stdout, _ = patches(model, folder, "deconv_" + layer, layer, sel, k, extra=["--deconv"])
+        if "DeconvNet" not in stdout:
+            raise Failure("%s --deconv: the summary should name the DeconvNet companions: %s" % (layer, stdout))
+        hits, doc = read_index(out_dir)
+        H = W = 28
+        whole = doc["whole_images"]
+        size = H if whole else doc["receptive_field"]["size"][0]
+        scale = max(1, 96 // size)
+        cols = grid_cols(k)
+        distinct = set()
+        for c in (int(v) for v in sel.split(",")):
+            img = read_png(os.path.join(out_dir, "channel_%04d_deconv.png" % c))
+            if img.shape != read_png(os.path.join(out_dir, "channel_%04d.png" % c)).shape:
+                raise Failure("%s channel %d: the companion grid's size differs from the patch grid's" % (layer, c))
+            for r, h in enumerate(hits[c]):
+                neuron = "%s:%d" % (layer, c) if whole else "%s:%d:%d:%d" % (layer, c, h[2], h[3])
+                vis_common.run([CNNSCOPE, "explain", model, os.path.join(folder, h[1]), "--method", "deconvnet",
+                                "--neuron", neuron, "--save-raw", raw, "-o", os.path.join(OUT, "deconv.png")],
+                               "cnnscope explain --neuron " + neuron)
+                proj = np.load(raw)[0]
+                y0, x0, y1, x1 = h[4]
+                crop = np.zeros((proj.shape[0], y1 - y0 + 1, x1 - x0 + 1), dtype=np.float32)
+                iy0, ix0, iy1, ix1 = max(y0, 0), max(x0, 0), min(y1, H - 1), min(x1, W - 1)
+                crop[:, iy0 - y0:iy1 - y0 + 1, ix0 - x0:ix1 - x0 + 1] = proj[:, iy0:iy1 + 1, ix0:ix1 + 1]
+                want = upscale(projection_rgb(crop), scale).astype(np.int32)
+                x, y = grid_cell(r, cols, size * scale, size * scale)
+                cell = img[y:y + size * scale, x:x + size * scale].astype(np.int32)
+                diff = np.abs(cell - want).max()
+                if diff > 1:
+                    raise Failure("%s channel %d rank %d (%s at %d,%d): the companion cell differs from explain's "
+                                  "projection by %d levels" % (layer, c, r, h[1], h[2], h[3], diff))
+                if np.all(cell == cell[0, 0]):
+                    raise Failure("%s channel %d rank %d: the projection is a flat tile" % (layer, c, r))
+                distinct.add(cell.tobytes())
+                checked += 1
+        if len(distinct) < 2:
+            raise Failure("%s: every projection is the same picture; max pool switches should make them differ"
+                          % layer)
+    print("  fashion_alexnet --deconv: %d companion cells equal explain's DeconvNet projections" % checked)
 
 
 def test_unreadable_and_defaults():
@@ -512,9 +598,10 @@ def main():
     global OUT
     OUT = vis_common.private_dir("patches")
     status = main_wrapper([
-        ("CIFAR ResNet-56, 10,000 test images, early layers", test_cifar_10000),
-        ("CIFAR ResNet-56, 400 images, deep layers, per-image, threads, linear", test_cifar_deep),
+        ("CIFAR ResNet-56, 10,000 test images, early layers and the deepest block", test_cifar_10000),
+        ("CIFAR ResNet-56, 400 images, middle layers, linear, per-image, threads, batch", test_cifar_deep),
         ("default model (Fashion-MNIST ResNet-20), 1,000 images", test_default_model),
+        ("--deconv companion grids (AlexNet-style default model)", test_deconv_companion),
         ("unreadable image skipped, defaults, unknown layer", test_unreadable_and_defaults),
     ], cleanup=OUT)
     print("checked %d crops pixel by pixel, %d of them clipped at the border" % (STATS["crops"], STATS["clipped"]))

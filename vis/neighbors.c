@@ -68,6 +68,18 @@ float vis_distance(const float *a, const float *b, int dim, vis_metric metric) {
     return (float)(1.0 - s / sqrt(sa * sb));
 }
 
+// 1 if one of the KEY_RUN keys is below `worst` (a NaN key never is). Eight lanes of minima,
+// so that the compiler makes it a few vector compares.
+static inline int run_has_below(const float *keys, float worst) {
+    float low[8];
+    for (int u = 0; u < 8; u++) low[u] = FLT_MAX;
+    for (int j = 0; j < KEY_RUN; j += 8)
+        for (int u = 0; u < 8; u++) low[u] = keys[j + u] < low[u] ? keys[j + u] : low[u];
+    int below = 0;
+    for (int u = 0; u < 8; u++) below |= low[u] < worst;
+    return below;
+}
+
 // (key a, id a) before (key b, id b): by key, then by id.
 static inline int pair_before(float key_a, int id_a, float key_b, int id_b) {
     return key_a < key_b || (key_a == key_b && id_a < id_b);
@@ -199,9 +211,7 @@ cnn_status vis_knn_search(const float *base, int n, int dim, const float *q, int
                     // current worst: one comparison of their minimum skips them.
                     for (int j0 = 0; j0 < w; j0 += KEY_RUN) {
                         int j1 = w - j0 < KEY_RUN ? w : j0 + KEY_RUN;
-                        float lowest = FLT_MAX;   // (a NaN key is never a candidate)
-                        for (int j = j0; j < j1; j++) lowest = row[j] < lowest ? row[j] : lowest;
-                        if (!(lowest < worst)) continue;
+                        if (j1 - j0 == KEY_RUN && !run_has_below(row + j0, worst)) continue;
                         for (int j = j0; j < j1; j++) {
                             if (row[j] < worst && b0 + j != self) {
                                 heap_offer(kk, ii, &count[i], cap, row[j], b0 + j);

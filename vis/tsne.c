@@ -752,21 +752,38 @@ static double gradient_barnes_hut(bh_work *w, double exaggeration, const float *
     const vis_csr *p = w->p;
     const int n = w->n, e = w->e;
     bh_tree *tree = &w->tree;
-    if (bh_build(tree, y, n, e) < 0) return -1;
     float theta2 = (float)(w->theta * w->theta);
-    int n_groups = e == 2 && w->grouped ? collect_groups(tree, w->groups) : 0;
-    int failed = 0;
+    int n_groups = 0, failed = 0;
     double z = 0;
     #pragma omp parallel if (n >= MIN_PARALLEL_POINTS)
     {
+        // The tree is built (serially) by one thread while the others start on the attraction,
+        // which does not need it; the barrier after the attraction waits for both.
+        #pragma omp single nowait
+        {
+            if (bh_build(tree, y, n, e) < 0) failed = 1;
+            else if (e == 2 && w->grouped) n_groups = collect_groups(tree, w->groups);
+        }
+        // attraction, in point order
+        if (e == 2) {
+            #pragma omp for schedule(dynamic, 1) nowait
+            for (int i0 = 0; i0 < n; i0 += 64)
+                w->kernels.attract(&w->padded, y, i0, i0 + 64 < n ? i0 + 64 : n, w->attr);
+        } else {
+            #pragma omp for schedule(dynamic, 64) nowait
+            for (int i = 0; i < n; i++) attraction(p, y, i, w->attr + (size_t)i * e, e);
+        }
+        #pragma omp barrier
         // repulsion, in tree order
-        if (e == 2 && w->grouped) {
+        if (failed) {
+            // (out of memory for the tree: nothing to do)
+        } else if (e == 2 && w->grouped) {
             int thread = 0;
 #ifdef _OPENMP
             thread = omp_get_thread_num();
 #endif
             body_list *list = &w->lists[thread];
-            #pragma omp for schedule(dynamic, 4) nowait
+            #pragma omp for schedule(dynamic, 4)
             for (int g = 0; g < n_groups; g++) {
                 const bh_node *grp = &tree->nodes[w->groups[g]];
                 if (group_list(tree, w->groups[g], theta2, list) < 0) {
@@ -778,7 +795,7 @@ static double gradient_barnes_hut(bh_work *w, double exaggeration, const float *
                                  w->z_row + grp->first_point, w->rep + (size_t)grp->first_point * 2);
             }
         } else {
-            #pragma omp for schedule(dynamic, 256) nowait
+            #pragma omp for schedule(dynamic, 256)
             for (int t = 0; t < n; t++) {
                 float r[TSNE_MAX_DIMS] = {0};
                 // e == 2 spelled out so the compiler keeps the per-dimension loops in registers
@@ -786,16 +803,6 @@ static double gradient_barnes_hut(bh_work *w, double exaggeration, const float *
                                      : bh_repulsion(tree, t, theta2, r, e);
                 for (int a = 0; a < e; a++) w->rep[(size_t)t * e + a] = r[a];
             }
-        }
-        // attraction, in point order (the loop above ends without waiting: this one does not
-        // depend on it, and the barrier at its end waits for both)
-        if (e == 2) {
-            #pragma omp for schedule(static)
-            for (int i0 = 0; i0 < n; i0 += 64)
-                w->kernels.attract(&w->padded, y, i0, i0 + 64 < n ? i0 + 64 : n, w->attr);
-        } else {
-            #pragma omp for schedule(static)
-            for (int i = 0; i < n; i++) attraction(p, y, i, w->attr + (size_t)i * e, e);
         }
         // Z in tree order: the same sum for any number of threads
         #pragma omp single

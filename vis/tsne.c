@@ -29,8 +29,9 @@
 // sums, which the compiler turns into vector code, and are compiled once more for AVX2 (see
 // "SIMD variants"). The tree keeps buckets of up to LEAF_MAX points in its leaves and a copy of
 // the positions in tree order, so building and walking it touch contiguous memory, and the
-// points of a group of up to GROUP_MAX share one walk. A step is one parallel region after the
-// (serial) tree build. P is symmetrised by counting sorts, not a comparison sort.
+// points of a group of up to GROUP_MAX share one walk. A step is one parallel region, in which
+// one thread builds the tree while the others start on the attraction. P is symmetrised by
+// counting sorts, not a comparison sort.
 #include "tsne.h"
 
 #include <float.h>

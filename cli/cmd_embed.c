@@ -150,6 +150,10 @@ int cmd_embed(int argc, char **argv) {
         return cli_usage_error("embed", "--plot must end in .svg or .png");
     if (thumbs && (!plot || !ends_with(plot, ".png")))
         return cli_usage_error("embed", "--thumbs draws into a PNG: give --plot FILE.png");
+    // both outputs checked before anything is computed or written
+    if (cli_check_output("embed", out_csv) != EXIT_OK ||
+        (plot && cli_check_output("embed", plot) != EXIT_OK))
+        return EXIT_ERROR;
     cli_set_threads(threads);
 
     vis_feature_set fs;

@@ -326,6 +326,10 @@ int cmd_explain(int argc, char **argv) {
                         "folder", out_path, in.n);
         goto done;
     }
+    // every output checked before anything is computed or written
+    if ((single_png && cli_check_output("explain", out_path) != EXIT_OK) ||
+        (raw_path && cli_check_output("explain", raw_path) != EXIT_OK))
+        goto done;
     if (out_path && !single_png && cli_mkdirs(out_path) != 0) goto done;
 
     // batches: as many images as fit in BATCH_BYTES of kept activations

@@ -55,6 +55,7 @@ int cmd_features(int argc, char **argv) {
     else if (strcmp(pool_name, "max") == 0) pool = VIS_POOL_MAX;
     else if (strcmp(pool_name, "none") == 0) pool = VIS_POOL_NONE;
     else return cli_usage_error("features", "--pool must be avg, max or none, not '%s'", pool_name);
+    if (cli_check_output("features", out_path) != EXIT_OK) return EXIT_ERROR;   // fail fast
     cli_set_threads(threads);
     cnn_model *m = cli_load_model(pos[0]);
     if (!m) return EXIT_ERROR;
@@ -96,8 +97,9 @@ int cmd_features(int argc, char **argv) {
                           ds->n_classes, ds->class_names};
     char *note_path = vis_side_path(out_path, ".layer.txt");
     layer_note note = {layer, pool_name};
-    if (vis_feature_set_write(out_path, &fs) != CNN_OK || !note_path ||
-        cnn_write_atomic(note_path, write_layer_note, &note) != CNN_OK) {
+    // the side note first: the .npy goes into place last (vis_feature_set_write)
+    if (!note_path || cnn_write_atomic(note_path, write_layer_note, &note) != CNN_OK ||
+        vis_feature_set_write(out_path, &fs) != CNN_OK) {
         free(note_path);
         cli_error();
         goto done;

@@ -26,34 +26,6 @@ static cnn_status write_paths(void *user, FILE *f) {
     return CNN_OK;
 }
 
-// Fails fast, before thousands of images are decoded, when X.npy cannot be created where asked.
-static int check_output(const char *out) {
-    struct stat st;
-    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "cnnscope preprocess: cannot write %s: it is a folder\n", out);
-        return EXIT_ERROR;
-    }
-    const char *slash = strrchr(out, '/');
-    char dir[4096] = ".";
-    if (slash == out) {
-        strcpy(dir, "/");
-    } else if (slash) {
-        size_t n = (size_t)(slash - out);
-        if (n >= sizeof dir) return EXIT_OK;   // too long to check here; the write will tell
-        memcpy(dir, out, n);
-        dir[n] = '\0';
-    }
-    const char *problem = NULL;
-    if (stat(dir, &st) != 0) problem = strerror(errno);
-    else if (!S_ISDIR(st.st_mode)) problem = "not a folder";
-    else if (access(dir, W_OK | X_OK) != 0) problem = strerror(errno);
-    if (problem) {
-        fprintf(stderr, "cnnscope preprocess: cannot write %s: %s: %s\n", out, dir, problem);
-        return EXIT_ERROR;
-    }
-    return EXIT_OK;
-}
-
 int cmd_preprocess(int argc, char **argv) {
     const char *out = NULL;
     int threads = 0;
@@ -74,7 +46,8 @@ int cmd_preprocess(int argc, char **argv) {
     size_t len = strlen(out);
     if (len < 5 || strcmp(out + len - 4, ".npy") != 0)
         return cli_usage_error("preprocess", "-o must name a .npy file, not '%s'", out);
-    if (check_output(out) != EXIT_OK) return EXIT_ERROR;
+    // fail fast, before thousands of images are decoded
+    if (cli_check_output("preprocess", out) != EXIT_OK) return EXIT_ERROR;
     cli_set_threads(threads);
     cnn_model *m = cli_load_model(pos[0]);
     if (!m) return EXIT_ERROR;

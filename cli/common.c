@@ -179,6 +179,33 @@ int cli_resolve_layers(const cnn_model *m, const char *list, int **nodes) {
     return n;
 }
 
+int cli_check_output(const char *command, const char *out) {
+    struct stat st;
+    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "cnnscope %s: cannot write %s: it is a folder\n", command, out);
+        return EXIT_ERROR;
+    }
+    const char *slash = strrchr(out, '/');
+    char dir[4096] = ".";
+    if (slash == out) {
+        strcpy(dir, "/");
+    } else if (slash) {
+        size_t n = (size_t)(slash - out);
+        if (n >= sizeof dir) return EXIT_OK;   // too long to check here; the write will tell
+        memcpy(dir, out, n);
+        dir[n] = '\0';
+    }
+    const char *problem = NULL;
+    if (stat(dir, &st) != 0) problem = strerror(errno);
+    else if (!S_ISDIR(st.st_mode)) problem = "not a folder";
+    else if (access(dir, W_OK | X_OK) != 0) problem = strerror(errno);
+    if (problem) {
+        fprintf(stderr, "cnnscope %s: cannot write %s: %s: %s\n", command, out, dir, problem);
+        return EXIT_ERROR;
+    }
+    return EXIT_OK;
+}
+
 int cli_mkdirs(const char *path) {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {

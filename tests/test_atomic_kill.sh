@@ -191,5 +191,25 @@ cmp -s "$tmp/out/knn.csv" "$tmp/previous-knn.csv" || fail "knn.csv changed by a 
 left=$(find "$tmp/out" -mindepth 1 ! -name x.npy ! -name x.paths.txt ! -name pred.csv ! -name knn.csv)
 [ -z "$left" ] || fail "failed writes left: $left"
 
+# features writes three files: FEATS.npy (staged), then the side files, then the .npy's rename.
+# A side file that cannot be written (here: a folder stands where feats.labels.txt goes) must
+# leave the previous feats.npy byte for byte, and no staged .npy behind.
+mkdir -p "$tmp/feats"
+"$CNNSCOPE" features "$tmp/r20.cnn" "$tmp/four" --layer flatten -o "$tmp/feats/feats.npy" >/dev/null 2>&1 ||
+  fail "features on 40 images failed"
+cp "$tmp/feats/feats.npy" "$tmp/feats-previous.npy"
+rm -f "$tmp/feats/feats.labels.txt"; mkdir "$tmp/feats/feats.labels.txt"
+"$CNNSCOPE" features "$tmp/r20.cnn" "$tmp/four" --layer flatten --pool max -o "$tmp/feats/feats.npy" \
+  >/dev/null 2>"$tmp/feats.err"
+rc=$?
+if [ $rc -ne 2 ] || ! grep -q "feats.labels.txt" "$tmp/feats.err"; then
+  fail "features with an unwritable labels file: exit $rc (expected 2 naming it): $(cat "$tmp/feats.err")"
+else
+  echo "features, side file fails: $(head -n 1 "$tmp/feats.err")"
+fi
+cmp -s "$tmp/feats/feats.npy" "$tmp/feats-previous.npy" || fail "feats.npy changed by a failed features run"
+left=$(find "$tmp/feats" -name "*.tmp.*")
+[ -z "$left" ] || fail "a failed features run left: $left"
+
 echo "$fails failure(s)"
 [ $fails -eq 0 ]

@@ -237,6 +237,10 @@ bad "knn-eval --csv, unwritable" "notadir/knn.csv" "$why" knn-eval "$feats" -k 2
 bad "embed -o, unwritable" "notadir/emb.csv" "$why" embed "$feats" --method pca -o "$u/emb.csv"
 bad "explain -o, unwritable" "notadir/e.png" "$why" explain "$model" "$img" --method saliency -o "$u/e.png"
 bad "preprocess -o, a folder" "dir.npy" "is a folder" preprocess "$model" "$img" -o "$in/dir.npy"
+# a second output that cannot be created: refused before the first one is written
+bad "embed --plot, unwritable" "notadir/emb.svg" "$why" embed "$feats" --method pca -o "$out/emb.csv" --plot "$u/emb.svg"
+bad "explain --save-raw, unwritable" "notadir/raw.npy" "$why" explain "$model" "$img" --method saliency \
+  -o "$out/e.png" --save-raw "$u/raw.npy"
 
 # ---- report (a whole folder of outputs) -----------------------------------------------------------
 if "$CNNSCOPE" report --help >/dev/null 2>&1; then

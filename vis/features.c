@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int64_t vis_features_dim(const cnn_model *model, int node, vis_pool pool) {
     cnn_node_info info;
@@ -238,17 +239,38 @@ static cnn_status write_labels(void *user, FILE *f) {
     return CNN_OK;
 }
 
+// Three files cannot be replaced in one atomic step. As `cnnscope preprocess` does: the .npy
+// is written in full to a staging name first, then the side files go into place (each
+// atomically), and the .npy is renamed last: a kill or failure before that leaves the previous
+// .npy untouched, and a kill between the renames leaves new side files beside the previous .npy,
+// which vis_feature_set_load refuses when the counts differ.
 cnn_status vis_feature_set_write(const char *npy_path, const vis_feature_set *fs) {
     for (int i = 0; fs->paths && i < fs->n; i++)
         if (strpbrk(fs->paths[i], "\r\n"))
             return cnn_fail(CNN_ERR_ARG, "%s: image path %d holds a line break", npy_path, i);
     int64_t dims[2] = {fs->n, fs->dim};
-    cnn_status st = cnn_npy_write(npy_path, fs->x, 2, dims);
+    size_t len = strlen(npy_path);
+    char *staged = malloc(len + 32);   // "<FEATS.npy>.tmp.<pid>"
     char *paths_file = vis_side_path(npy_path, ".paths.txt");
     char *labels_file = vis_side_path(npy_path, ".labels.txt");
-    if (st == CNN_OK && (!paths_file || !labels_file)) st = cnn_fail(CNN_ERR_NOMEM, "out of memory");
+    cnn_status st = CNN_OK;
+    if (!staged || !paths_file || !labels_file) st = cnn_fail(CNN_ERR_NOMEM, "out of memory");
+    if (st == CNN_OK) {
+        snprintf(staged, len + 32, "%s.tmp.%ld", npy_path, (long)getpid());
+        st = cnn_npy_write(staged, fs->x, 2, dims);
+    }
+    int staged_written = st == CNN_OK;
     if (st == CNN_OK && fs->paths) st = cnn_write_atomic(paths_file, write_paths, (void *)fs);
     if (st == CNN_OK && fs->labels) st = cnn_write_atomic(labels_file, write_labels, (void *)fs);
+    if (st == CNN_OK && rename(staged, npy_path) != 0) {
+        // the new side files must not stay beside the previous .npy they do not describe
+        st = cnn_fail(CNN_ERR_IO, "%s: cannot rename %s to it: %s (removed the new side files)",
+                      npy_path, staged, strerror(errno));
+        if (fs->paths) remove(paths_file);
+        if (fs->labels) remove(labels_file);
+    }
+    if (st != CNN_OK && staged_written) remove(staged);
+    free(staged);
     free(paths_file);
     free(labels_file);
     return st;

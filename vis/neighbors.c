@@ -695,6 +695,98 @@ cnn_status vis_trustworthiness(const float *x, int n, int dim, const float *y, i
     return st;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Symmetrised k-NN graphs. Row i of the result merges row i of A with row i of A^T, both sorted
+// by column: A^T comes from a counting sort over the columns (filled in increasing i, its rows
+// come out sorted), and the same sort of A^T gives A back with sorted rows (into nb and a).
+
+cnn_status vis_knn_union(int n, int k, int *nb, double *a, vis_union_rule rule, double scale,
+                         vis_csr *out) {
+    size_t nk = (size_t)n * k;
+    int64_t *t_start = calloc((size_t)n + 1, sizeof(int64_t));   // [N + 1] rows of A^T
+    int *t_col = malloc(sizeof(int) * (nk ? nk : 1));            // [N K]
+    double *t_val = malloc(sizeof(double) * (nk ? nk : 1));
+    int64_t *fill = malloc(sizeof(int64_t) * (size_t)n);
+    vis_csr g = {n, calloc((size_t)n + 1, sizeof(int64_t)), NULL, NULL};
+    cnn_status st = CNN_OK;
+    if (!t_start || !t_col || !t_val || !fill || !g.row_start) {
+        st = cnn_fail(CNN_ERR_NOMEM, "out of memory for a graph of %zu edges", 2 * nk);
+        goto done;
+    }
+    for (size_t s = 0; s < nk; s++) t_start[nb[s] + 1]++;
+    for (int j = 0; j < n; j++) t_start[j + 1] += t_start[j];
+    memcpy(fill, t_start, sizeof(int64_t) * (size_t)n);
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < k; c++) {
+            int j = nb[(size_t)i * k + c];
+            t_col[fill[j]] = i;
+            t_val[fill[j]++] = a[(size_t)i * k + c];
+        }
+    for (int i = 0; i < n; i++) fill[i] = (int64_t)i * k;
+    for (int j = 0; j < n; j++)   // A = (A^T)^T, each row now sorted by column
+        for (int64_t s = t_start[j]; s < t_start[j + 1]; s++) {
+            int i = t_col[s];
+            nb[fill[i]] = j;
+            a[fill[i]++] = t_val[s];
+        }
+    // Two passes over the merged rows: their lengths, then their entries.
+    for (int pass = 0; pass < 2; pass++) {
+        #pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) {
+            const int *ac = nb + (size_t)i * k, *bc = t_col + t_start[i];
+            const double *av = a + (size_t)i * k, *bv = t_val + t_start[i];
+            int na = k, nbt = (int)(t_start[i + 1] - t_start[i]), x = 0, y = 0;
+            int64_t w = pass ? g.row_start[i] : 0;
+            while (x < na || y < nbt) {
+                int col;
+                double aij = 0, aji = 0;   // 0 when absent
+                if (y == nbt || (x < na && ac[x] < bc[y])) {
+                    col = ac[x];
+                    aij = av[x++];
+                } else if (x == na || bc[y] < ac[x]) {
+                    col = bc[y];
+                    aji = bv[y++];
+                } else {   // (i, j) in both A and A^T
+                    col = ac[x];
+                    aij = av[x++];
+                    aji = bv[y++];
+                }
+                float v = rule == VIS_UNION_SUM ? (float)((aij + aji) * scale)
+                                                : (float)(aij + aji - aij * aji);
+                if (rule == VIS_UNION_FUZZY && !(v > 0)) continue;
+                if (pass) {
+                    g.col[w] = col;
+                    g.val[w] = v;
+                }
+                w++;
+            }
+            if (!pass) g.row_start[i + 1] = w;
+        }
+        if (!pass) {
+            for (int i = 0; i < n; i++) g.row_start[i + 1] += g.row_start[i];
+            int64_t nnz = g.row_start[n];
+            g.col = malloc(sizeof(int) * (size_t)(nnz ? nnz : 1));
+            g.val = malloc(sizeof(float) * (size_t)(nnz ? nnz : 1));
+            if (!g.col || !g.val) {
+                st = cnn_fail(CNN_ERR_NOMEM, "out of memory for a graph of %lld edges",
+                              (long long)nnz);
+                goto done;
+            }
+        }
+    }
+done:
+    free(t_start);
+    free(t_col);
+    free(t_val);
+    free(fill);
+    if (st != CNN_OK) {
+        vis_csr_free(&g);
+        return st;
+    }
+    *out = g;
+    return CNN_OK;
+}
+
 void vis_csr_free(vis_csr *m) {
     free(m->row_start);
     free(m->col);

@@ -76,6 +76,20 @@ typedef struct {
 
 void vis_csr_free(vis_csr *m);
 
+// How the weight of (i, j) in a symmetrised k-NN graph comes from the directed weights a_ij and
+// a_ji (0 when j is not among i's neighbours, or i not among j's).
+typedef enum {
+    VIS_UNION_SUM,     // (a_ij + a_ji) * scale (t-SNE's P = (C + C^T) / sum); every entry kept
+    VIS_UNION_FUZZY,   // a_ij + a_ji - a_ij a_ji (UMAP's fuzzy union); entries of 0 dropped
+} vis_union_rule;
+
+// The symmetrised graph of directed weights A [N, K] (row i: weights a[i*K + c] of the
+// neighbours nb[i*K + c]): row i of the result merges row i of A with row i of A^T, sorted by
+// column. O(N K) by counting sorts, no comparison sort; nb and a come back with each row sorted
+// by column.
+cnn_status vis_knn_union(int n, int k, int *nb, double *a, vis_union_rule rule, double scale,
+                         vis_csr *out);
+
 // ---------------------------------------------------------------------------------------------
 // A small deterministic random generator (SplitMix64): seed it with anything.
 static inline uint64_t vis_random_u64(uint64_t *state) {

@@ -112,92 +112,14 @@ static void calibrate_row(const float *d2, int k, double perplexity, double *p) 
     }
 }
 
-// P = (C + C^T) / sum(C + C^T) from the conditional rows C[i, nb[i][c]] = cond[i][c]: row i of
-// P merges row i of C with row i of C^T, both sorted by column. C^T comes from a counting sort
-// over the columns (filled in increasing i, its rows come out sorted); the same sort of C^T
-// gives C back with sorted rows (into nb and cond). O(N K), no comparison sort.
+// P = (C + C^T) / sum(C + C^T) from the conditional rows C[i, nb[i][c]] = cond[i][c]. Every
+// conditional value appears twice in C + C^T, hence the sum (added in order).
 static cnn_status symmetrize(int n, int k, int *nb, double *cond, vis_csr *out) {
-    size_t nk = (size_t)n * k;
-    int64_t *t_start = calloc((size_t)n + 1, sizeof(int64_t));   // [N + 1] rows of C^T
-    int *t_col = malloc(sizeof(int) * (nk ? nk : 1));            // [N K]
-    double *t_val = malloc(sizeof(double) * (nk ? nk : 1));
-    int64_t *fill = malloc(sizeof(int64_t) * (size_t)n);
-    vis_csr p = {n, calloc((size_t)n + 1, sizeof(int64_t)), NULL, NULL};
-    cnn_status st = CNN_OK;
-    if (!t_start || !t_col || !t_val || !fill || !p.row_start) {
-        st = cnn_fail(CNN_ERR_NOMEM, "t-SNE: out of memory for %zu affinities", 2 * nk);
-        goto done;
-    }
-    for (size_t s = 0; s < nk; s++) t_start[nb[s] + 1]++;
-    for (int j = 0; j < n; j++) t_start[j + 1] += t_start[j];
-    memcpy(fill, t_start, sizeof(int64_t) * (size_t)n);
-    for (int i = 0; i < n; i++)
-        for (int c = 0; c < k; c++) {
-            int j = nb[(size_t)i * k + c];
-            t_col[fill[j]] = i;
-            t_val[fill[j]++] = cond[(size_t)i * k + c];
-        }
-    for (int i = 0; i < n; i++) fill[i] = (int64_t)i * k;
-    for (int j = 0; j < n; j++)   // C = (C^T)^T, each row now sorted by column
-        for (int64_t s = t_start[j]; s < t_start[j + 1]; s++) {
-            int i = t_col[s];
-            nb[fill[i]] = j;
-            cond[fill[i]++] = t_val[s];
-        }
-    // Every conditional value appears twice in C + C^T, hence the sum (added in order).
     double total = 0;
-    for (size_t s = 0; s < nk; s++) total += cond[s];
+    for (size_t s = 0; s < (size_t)n * k; s++) total += cond[s];
     double inv_total = total > 0 ? 1.0 / (2 * total) : 1.0;
-    // Two passes over the merged rows: their lengths, then their entries.
-    for (int pass = 0; pass < 2; pass++) {
-        #pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; i++) {
-            const int *ac = nb + (size_t)i * k, *bc = t_col + t_start[i];
-            const double *av = cond + (size_t)i * k, *bv = t_val + t_start[i];
-            int na = k, nbt = (int)(t_start[i + 1] - t_start[i]), x = 0, y = 0;
-            int64_t w = pass ? p.row_start[i] : 0;
-            while (x < na || y < nbt) {
-                int col;
-                double v;
-                if (y == nbt || (x < na && ac[x] < bc[y])) {
-                    col = ac[x];
-                    v = av[x++];
-                } else if (x == na || bc[y] < ac[x]) {
-                    col = bc[y];
-                    v = bv[y++];
-                } else {   // (i, j) in both C and C^T
-                    col = ac[x];
-                    v = av[x++] + bv[y++];
-                }
-                if (pass) {
-                    p.col[w] = col;
-                    p.val[w] = (float)(v * inv_total);
-                }
-                w++;
-            }
-            if (!pass) p.row_start[i + 1] = w;
-        }
-        if (!pass) {
-            for (int i = 0; i < n; i++) p.row_start[i + 1] += p.row_start[i];
-            int64_t nnz = p.row_start[n];
-            p.col = malloc(sizeof(int) * (size_t)(nnz ? nnz : 1));
-            p.val = malloc(sizeof(float) * (size_t)(nnz ? nnz : 1));
-            if (!p.col || !p.val) {
-                st = cnn_fail(CNN_ERR_NOMEM, "t-SNE: out of memory for %lld affinities", (long long)nnz);
-                goto done;
-            }
-        }
-    }
-done:
-    free(t_start);
-    free(t_col);
-    free(t_val);
-    free(fill);
-    if (st != CNN_OK) {
-        vis_csr_free(&p);
-        return st;
-    }
-    *out = p;
+    cnn_status st = vis_knn_union(n, k, nb, cond, VIS_UNION_SUM, inv_total, out);
+    if (st != CNN_OK) return cnn_fail(st, "t-SNE: %s", cnn_last_error());
     return CNN_OK;
 }
 

@@ -181,95 +181,6 @@ static void smooth_knn_row(const float *d, int k, double mean_all, double *sigma
     *rho = r;
 }
 
-// The fuzzy union of the directed memberships A [N, kn] (row i: a_ij for its neighbours nb):
-// W = A + A^T - A o A^T, with rows sorted by column and no zero entries. Row i of W merges row i
-// of A with row i of A^T, both sorted by column: A^T comes from a counting sort over the columns
-// (filled in increasing i, its rows come out sorted), and the same sort of A^T gives A back with
-// sorted rows (into nb and memb). O(N kn), no comparison sort.
-static cnn_status fuzzy_union(int n, int kn, int *nb, float *memb, vis_csr *out) {
-    size_t nk = (size_t)n * kn;
-    int64_t *t_start = calloc((size_t)n + 1, sizeof(int64_t));   // [N + 1] rows of A^T
-    int *t_col = malloc(sizeof(int) * (nk ? nk : 1));            // [N kn]
-    float *t_val = malloc(sizeof(float) * (nk ? nk : 1));
-    int64_t *fill = malloc(sizeof(int64_t) * (size_t)n);
-    vis_csr g = {n, calloc((size_t)n + 1, sizeof(int64_t)), NULL, NULL};
-    cnn_status st = CNN_OK;
-    if (!t_start || !t_col || !t_val || !fill || !g.row_start) {
-        st = cnn_fail(CNN_ERR_NOMEM, "UMAP: out of memory for %zu memberships", 2 * nk);
-        goto done;
-    }
-    for (size_t s = 0; s < nk; s++) t_start[nb[s] + 1]++;
-    for (int j = 0; j < n; j++) t_start[j + 1] += t_start[j];
-    memcpy(fill, t_start, sizeof(int64_t) * (size_t)n);
-    for (int i = 0; i < n; i++)
-        for (int c = 0; c < kn; c++) {
-            int j = nb[(size_t)i * kn + c];
-            t_col[fill[j]] = i;
-            t_val[fill[j]++] = memb[(size_t)i * kn + c];
-        }
-    for (int i = 0; i < n; i++) fill[i] = (int64_t)i * kn;
-    for (int j = 0; j < n; j++)   // A = (A^T)^T, each row now sorted by column
-        for (int64_t s = t_start[j]; s < t_start[j + 1]; s++) {
-            int i = t_col[s];
-            nb[fill[i]] = j;
-            memb[fill[i]++] = t_val[s];
-        }
-    // Two passes over the merged rows: their lengths, then their entries.
-    for (int pass = 0; pass < 2; pass++) {
-        #pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; i++) {
-            const int *ac = nb + (size_t)i * kn, *bc = t_col + t_start[i];
-            const float *av = memb + (size_t)i * kn, *bv = t_val + t_start[i];
-            int na = kn, nbt = (int)(t_start[i + 1] - t_start[i]), x = 0, y = 0;
-            int64_t w = pass ? g.row_start[i] : 0;
-            while (x < na || y < nbt) {
-                int col;
-                double a = 0, t = 0;   // a_ij and a_ji (0 when absent)
-                if (y == nbt || (x < na && ac[x] < bc[y])) {
-                    col = ac[x];
-                    a = av[x++];
-                } else if (x == na || bc[y] < ac[x]) {
-                    col = bc[y];
-                    t = bv[y++];
-                } else {
-                    col = ac[x];
-                    a = av[x++];
-                    t = bv[y++];
-                }
-                float v = (float)(a + t - a * t);
-                if (!(v > 0)) continue;
-                if (pass) {
-                    g.col[w] = col;
-                    g.val[w] = v;
-                }
-                w++;
-            }
-            if (!pass) g.row_start[i + 1] = w;
-        }
-        if (!pass) {
-            for (int i = 0; i < n; i++) g.row_start[i + 1] += g.row_start[i];
-            int64_t nnz = g.row_start[n];
-            g.col = malloc(sizeof(int) * (size_t)(nnz ? nnz : 1));
-            g.val = malloc(sizeof(float) * (size_t)(nnz ? nnz : 1));
-            if (!g.col || !g.val) {
-                st = cnn_fail(CNN_ERR_NOMEM, "UMAP: out of memory for %lld edges", (long long)nnz);
-                goto done;
-            }
-        }
-    }
-done:
-    free(t_start);
-    free(t_col);
-    free(t_val);
-    free(fill);
-    if (st != CNN_OK) {
-        vis_csr_free(&g);
-        return st;
-    }
-    *out = g;
-    return CNN_OK;
-}
-
 cnn_status vis_umap_graph(const float *x, int n, int dim, int n_neighbors, int knn_method,
                           uint64_t seed, vis_csr *graph) {
     if (n < 3 || n_neighbors < 2)
@@ -280,7 +191,7 @@ cnn_status vis_umap_graph(const float *x, int n, int dim, int n_neighbors, int k
     int *nb = malloc(sizeof(int) * (size_t)n * kn);
     float *nd = malloc(sizeof(float) * (size_t)n * kn);
     float *d = malloc(sizeof(float) * (size_t)n * k);      // [N, K]: 0, then the neighbours
-    float *memb = malloc(sizeof(float) * (size_t)n * kn);  // [N, kn] directed memberships
+    double *memb = malloc(sizeof(double) * (size_t)n * kn);  // [N, kn] directed memberships
     cnn_status st = CNN_OK;
     if (!nb || !nd || !d || !memb) {
         st = cnn_fail(CNN_ERR_NOMEM, "UMAP: out of memory for the %d-NN graph of %d points", k, n);
@@ -307,7 +218,9 @@ cnn_status vis_umap_graph(const float *x, int n, int dim, int n_neighbors, int k
                 dist - rho <= 0 || sigma == 0 ? 1.0f : (float)exp(-(dist - rho) / sigma);
         }
     }
-    st = fuzzy_union(n, kn, nb, memb, graph);
+    // the fuzzy union W = A + A^T - A o A^T, rows sorted by column, no zero entries
+    st = vis_knn_union(n, kn, nb, memb, VIS_UNION_FUZZY, 1.0, graph);
+    if (st != CNN_OK) st = cnn_fail(st, "UMAP: %s", cnn_last_error());
 done:
     free(nb);
     free(nd);

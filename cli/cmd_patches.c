@@ -352,6 +352,7 @@ static int run_patches(const patches_args *a) {
     double elapsed = cli_now() - start;
 
     // 2. render
+    double render_start = cli_now();
     int tile_h = field->global ? info->height : field->size[0];
     int tile_w = field->global ? info->width : field->size[1];
     int side = tile_h > tile_w ? tile_h : tile_w;
@@ -426,7 +427,7 @@ static int run_patches(const patches_args *a) {
             }
             vis_canvas_free(&companion);
         }
-        if (total > 0 && a->deconv) cli_progress("deconvnet", si + 1, n_channels, start);
+        if (total > 0 && a->deconv) cli_progress("deconvnet", si + 1, n_channels, render_start);
     }
     index_data d = {a->model_path, a->dir, node.name, cnn_op_name(node.op), node_index,
                     done_images, skipped, a->k, a->per_image, field->global, whole_images,

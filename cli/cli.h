@@ -53,11 +53,12 @@ cnn_model *cli_load_model(const char *path);
 // "all" gives every node except the input. Returns the count, or -1 after printing an error.
 int cli_resolve_layers(const cnn_model *m, const char *list, int **nodes);
 
-// Creates directory `path` and its parents if needed. Returns 0, or EXIT_ERROR after printing.
 // Fails fast (EXIT_ERROR and one message naming the file) when `out` cannot be created: it is
 // a folder, or its folder is missing or not writable. For commands that compute for a long
 // time or write several files: checked before anything is computed or written.
 int cli_check_output(const char *command, const char *out);
+
+// Creates directory `path` and its parents if needed. Returns 0, or EXIT_ERROR after printing.
 int cli_mkdirs(const char *path);
 
 // In place: row[0..n) becomes softmax(row).

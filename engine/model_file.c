@@ -1334,6 +1334,29 @@ static cnn_status check_size(loader *L) {
 // NaN or Inf, so the model keeps one warning line per such tensor for the caller to show.
 #define MAX_WARNED_TENSORS 8
 
+// 1 if one of the n floats is NaN or infinite (all exponent bits set). An OR of integer
+// compares in blocks of 16 with a constant trip count, which gcc -O2 turns into vector code
+// even for baseline x86-64: the plain isnan/isinf count took ~55 ms on ResNet-50's 100 MB of
+// weights at every load.
+static int any_non_finite(const float *x, int64_t n) {
+    const uint32_t exponent = 0x7F800000u;
+    uint32_t bad = 0;
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        for (int u = 0; u < 16; u++) {
+            uint32_t bits;
+            memcpy(&bits, &x[k + u], sizeof bits);
+            bad |= (uint32_t)((bits & exponent) == exponent);
+        }
+    }
+    for (; k < n; k++) {
+        uint32_t bits;
+        memcpy(&bits, &x[k], sizeof bits);
+        bad |= (uint32_t)((bits & exponent) == exponent);
+    }
+    return bad != 0;
+}
+
 static cnn_status find_non_finite_weights(loader *L) {
     cnn_model *m = L->model;
     char text[MAX_WARNED_TENSORS * 600 + 200];
@@ -1344,6 +1367,7 @@ static cnn_status find_non_finite_weights(loader *L) {
         const cnn_stored_tensor *t = &m->tensors[i];
         int64_t numel = 1, nan = 0, inf = 0;
         for (int k = 0; k < t->ndim; k++) numel *= t->dims[k];   // checked in step 4
+        if (!any_non_finite(t->data, numel)) continue;   // the common case, fast
         for (int64_t k = 0; k < numel; k++) {
             nan += isnan(t->data[k]) != 0;
             inf += isinf(t->data[k]) != 0;

@@ -193,6 +193,16 @@ static cnn_status project_hit(cnn_session *s, int node, const float *x, int chan
     return st;
 }
 
+// Writes OUTDIR/channel_NNNN<suffix>.png and frees the canvas. png_path has room for
+// strlen(out_dir) + 64 bytes.
+static cnn_status write_grid(char *png_path, const char *out_dir, int channel, const char *suffix,
+                             vis_canvas *canvas) {
+    snprintf(png_path, strlen(out_dir) + 64, "%s/channel_%04d%s.png", out_dir, channel, suffix);
+    cnn_status st = vis_png_write(png_path, canvas);
+    vis_canvas_free(canvas);
+    return st;
+}
+
 // Counts the images of dir (for the progress line only); -1 on an error.
 static long count_images(const char *dir) {
     vis_image_walk *w;
@@ -411,21 +421,11 @@ static int run_patches(const patches_args *a) {
             }
             rows[n_rows++] = (index_row){channels[si], r, hits[r], box, name->relative};
         }
-        snprintf(png_path, strlen(a->out_dir) + 64, "%s/channel_%04d.png", a->out_dir,
-                 channels[si]);
-        if (vis_png_write(png_path, &canvas) != CNN_OK) {
+        if (write_grid(png_path, a->out_dir, channels[si], "", &canvas) != CNN_OK ||
+            (a->deconv &&
+             write_grid(png_path, a->out_dir, channels[si], "_deconv", &companion) != CNN_OK)) {
             cli_error();
             goto done;
-        }
-        vis_canvas_free(&canvas);
-        if (a->deconv) {
-            snprintf(png_path, strlen(a->out_dir) + 64, "%s/channel_%04d_deconv.png", a->out_dir,
-                     channels[si]);
-            if (vis_png_write(png_path, &companion) != CNN_OK) {
-                cli_error();
-                goto done;
-            }
-            vis_canvas_free(&companion);
         }
         if (total > 0 && a->deconv) cli_progress("deconvnet", si + 1, n_channels, render_start);
     }

@@ -676,7 +676,9 @@ static double gradient_barnes_hut(bh_work *w, double exaggeration, const float *
     const int n = w->n, e = w->e;
     bh_tree *tree = &w->tree;
     float theta2 = (float)(w->theta * w->theta);
-    int n_groups = 0, failed = 0;
+    // Two flags: every thread decides on the repulsion's worksharing loop from no_tree, which
+    // nothing changes after the barrier; out_of_memory is set from inside that loop.
+    int n_groups = 0, no_tree = 0, out_of_memory = 0;
     double z = 0;
     #pragma omp parallel if (n >= MIN_PARALLEL_POINTS)
     {
@@ -684,7 +686,7 @@ static double gradient_barnes_hut(bh_work *w, double exaggeration, const float *
         // which does not need it; the barrier after the attraction waits for both.
         #pragma omp single nowait
         {
-            if (bh_build(tree, y, n, e) < 0) failed = 1;
+            if (bh_build(tree, y, n, e) < 0) no_tree = 1;
             else if (e == 2 && w->grouped) n_groups = collect_groups(tree, w->groups);
         }
         // attraction, in point order
@@ -698,9 +700,7 @@ static double gradient_barnes_hut(bh_work *w, double exaggeration, const float *
         }
         #pragma omp barrier
         // repulsion, in tree order
-        if (failed) {
-            // (out of memory for the tree: nothing to do)
-        } else if (e == 2 && w->grouped) {
+        if (!no_tree && e == 2 && w->grouped) {
             int thread = 0;
 #ifdef _OPENMP
             thread = omp_get_thread_num();
@@ -711,13 +711,13 @@ static double gradient_barnes_hut(bh_work *w, double exaggeration, const float *
                 const bh_node *grp = &tree->nodes[w->groups[g]];
                 if (group_list(tree, w->groups[g], theta2, list) < 0) {
                     #pragma omp atomic write
-                    failed = 1;
+                    out_of_memory = 1;
                     continue;
                 }
                 w->kernels.apply(list, tree->pos + (size_t)grp->first_point * 2, grp->count,
                                  w->z_row + grp->first_point, w->rep + (size_t)grp->first_point * 2);
             }
-        } else {
+        } else if (!no_tree) {
             #pragma omp for schedule(dynamic, 256)
             for (int t = 0; t < n; t++) {
                 float r[TSNE_MAX_DIMS] = {0};
@@ -727,19 +727,21 @@ static double gradient_barnes_hut(bh_work *w, double exaggeration, const float *
                 for (int a = 0; a < e; a++) w->rep[(size_t)t * e + a] = r[a];
             }
         }
-        // Z in tree order: the same sum for any number of threads
-        #pragma omp single
-        for (int t = 0; t < n; t++) z += w->z_row[t];
-        float inv_z = (float)(1.0 / z), exag = (float)exaggeration;
-        #pragma omp for schedule(static)
-        for (int t = 0; t < n; t++) {
-            int i = tree->order[t];
-            for (int a = 0; a < e; a++)
-                grad[(size_t)i * e + a] =
-                    exag * w->attr[(size_t)i * e + a] - w->rep[(size_t)t * e + a] * inv_z;
+        if (!no_tree) {
+            // Z in tree order: the same sum for any number of threads
+            #pragma omp single
+            for (int t = 0; t < n; t++) z += w->z_row[t];
+            float inv_z = (float)(1.0 / z), exag = (float)exaggeration;
+            #pragma omp for schedule(static)
+            for (int t = 0; t < n; t++) {
+                int i = tree->order[t];
+                for (int a = 0; a < e; a++)
+                    grad[(size_t)i * e + a] =
+                        exag * w->attr[(size_t)i * e + a] - w->rep[(size_t)t * e + a] * inv_z;
+            }
         }
     }
-    return failed ? -1 : z;
+    return no_tree || out_of_memory ? -1 : z;
 }
 
 // KL(P || Q) = sum p_ij log(p_ij / q_ij), q_ij = w_ij / Z, over the stored P entries.

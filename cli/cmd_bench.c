@@ -17,6 +17,7 @@
 
 typedef struct {
     double *node_ms;      // [iters, nodes]: the time of each node in each timed run
+    unsigned char *reported;   // [nodes]: the session called the tap for this node
     int nodes, iter;      // the run being timed (-1: warm-up, not recorded)
     double last;          // when the previous node finished (seconds)
 } bench_clock;
@@ -32,6 +33,7 @@ static int on_node_done(void *user, int node, const char *name, const cnn_tensor
     (void)t;
     bench_clock *c = user;
     double now = seconds_now();
+    c->reported[node] = 1;
     if (c->iter >= 0) c->node_ms[(size_t)c->iter * c->nodes + node] += 1e3 * (now - c->last);
     c->last = now;
     return 0;
@@ -67,7 +69,9 @@ int cmd_bench(int argc, char **argv) {
         "Times the model on a random input: per layer the median time over the timed runs,\n"
         "GFLOP/s (2 x MACs x batch / time) and share of the total; then the load time (mmap,\n"
         "validation, session planning and weight packing) and, as the last line,\n"
-        "median_ms=X peak_rss_mb=Y (median of whole runs; peak resident memory of the process).",
+        "median_ms=X peak_rss_mb=Y (median of whole runs; peak resident memory of the process).\n"
+        "A conv computes its folded batch norm, a relu and a residual add after it in the same\n"
+        "call: those rows say (fused), and the row of the last of them has their time and work.",
         options, (int)(sizeof options / sizeof options[0]), 1, 1};
     const char *pos[1];
     int n_pos, r = cli_parse(&spec, argc, argv, pos, &n_pos);
@@ -84,14 +88,15 @@ int cmd_bench(int argc, char **argv) {
     double *node_ms = calloc((size_t)iters * nodes, sizeof(double));
     double *run_ms = malloc(sizeof(double) * (size_t)iters);
     double *column = malloc(sizeof(double) * (size_t)iters);
-    bench_clock clock = {node_ms, nodes, -1, 0};
+    unsigned char *reported = calloc((size_t)nodes, 1);
+    bench_clock clock = {node_ms, reported, nodes, -1, 0};
     cnn_session *s = NULL;
     cnn_session_options opt = cnn_session_defaults();
     opt.threads = threads;
     opt.tap = on_node_done;
     opt.tap_user = &clock;
     int status = EXIT_ERROR;
-    if (!input || !node_ms || !run_ms || !column) {
+    if (!input || !node_ms || !run_ms || !column || !reported) {
         cnn_fail(CNN_ERR_NOMEM, "out of memory for a batch of %d", batch);
         cli_error();
         goto done;
@@ -132,10 +137,20 @@ int cmd_bench(int argc, char **argv) {
         layer_median[i] = median(column, iters);
         layer_total += layer_median[i];
     }
+    // A node the session did not report (a conv whose batch norm, relu or residual add it
+    // computes in the same call) has its time and work counted in the next reported row.
+    double pending_macs = 0;
     for (int i = 1; i < nodes; i++) {   // node 0 is the input
         cnn_node_info n;
         cnn_model_node(m, i, &n);
-        double gflops = layer_median[i] > 0 ? 2e-6 * (double)n.macs * batch / layer_median[i] : 0;
+        pending_macs += (double)n.macs;
+        if (!reported[i]) {
+            printf("%4d  %-28s %-17s %10s %9s %7s\n", i, n.name, cnn_op_name(n.op), "(fused)", "",
+                   "");
+            continue;
+        }
+        double gflops = layer_median[i] > 0 ? 2e-6 * pending_macs * batch / layer_median[i] : 0;
+        pending_macs = 0;
         printf("%4d  %-28s %-17s %10.3f %9.1f %6.1f%%\n", i, n.name, cnn_op_name(n.op),
                layer_median[i], gflops, layer_total > 0 ? 100 * layer_median[i] / layer_total : 0);
     }
@@ -148,6 +163,7 @@ int cmd_bench(int argc, char **argv) {
 done:
     cnn_session_free(s);
     free(column);
+    free(reported);
     free(run_ms);
     free(node_ms);
     free(input);

@@ -158,7 +158,9 @@ typedef struct cnn_session cnn_session;
 
 // Called after a node has been computed; `t` is only valid during the call (its buffer may be
 // reused afterwards). Return non-zero to stop the run early (cnn_session_run then returns
-// CNN_OK). Not called for the input node.
+// CNN_OK). Not called for the input node, nor for a node whose output never exists on its own:
+// a conv whose batch norm was folded into it, or the input of a relu or residual add that a
+// conv's fused epilogue applied (keep a node to see its own output).
 typedef int (*cnn_tap_fn)(void *user, int node, const char *name, const cnn_tensor *t);
 
 typedef struct {
@@ -169,6 +171,8 @@ typedef struct {
     int n_keep;            //   and be exactly that node's output (this disables BN folding
                            //   into a kept conv)
     int fold_bn;           // 1 (default): fold batch norm into the preceding conv where legal
+    int fuse_epilogues;    // 1 (default): a relu or residual add after a conv (and its batch
+                           //   norm) is applied by the conv as it writes its output, where legal
     int reference;         // 1: use the plain reference kernels only (CNNSCOPE_REFERENCE=1 too)
     cnn_tap_fn tap;        // optional
     void *tap_user;

@@ -30,6 +30,13 @@ size_t conv2d_workspace_floats(int C, int H, int W, int OH, int OW, const cnn_wi
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win,
                     float *workspace);
+// conv2d_forward with a fused epilogue: out = conv + residual (if not NULL, [N,K,OH,OW]), then
+// max(out, 0) if relu; the same numbers as separate add_forward_ref and relu_forward_ref
+// passes, without reading and writing the output again. out must not overlap residual.
+void conv2d_forward_fused(float *out, const float *inp, const float *weight, const float *bias,
+                          int N, int C, int H, int W, int K, int OH, int OW,
+                          const cnn_window *win, const float *residual, int relu,
+                          float *workspace);
 
 // batchnorm (inference): out = (inp - mean) / sqrt(var + eps) * gamma + beta, per channel.
 // out, inp [N,C,H,W] (HW = H*W); may be the same buffer.

@@ -5,11 +5,15 @@
 //      output) depend on; nothing else runs.
 //   2. batch norm folding: a batchnorm whose input is a conv read by nothing else is folded into
 //      that conv's weights (a per-session copy), and then shares the conv's buffer.
-//   3. buffers: every node's output is a "buffer"; flatten and dropout alias their input (they
+//   3. fused epilogues: a relu, or a residual add (then possibly a relu), that reads a conv's
+//      output (after its folded batch norm) and nothing else is applied by the conv itself as
+//      it finishes each block of its output (conv2d_forward_fused); the add's other operand must
+//      exist before the conv runs. The fused nodes then share the conv's buffer.
+//   4. buffers: every node's output is a "buffer"; flatten and dropout alias their input (they
 //      do not change data), relu / batchnorm / add write in place when their input has no other
 //      reader. Each buffer lives from the node that writes it to its last reader; buffers are
 //      packed into one arena so that the peak is the largest set alive at once, not their sum.
-//   4. run: nodes in file order (a topological order), each with its op's kernel, each output
+//   5. run: nodes in file order (a topological order), each with its op's kernel, each output
 //      handed to the caller's tap right after it is computed.
 //
 // Dims legend: N batch, C/H/W input of a node, K/OH/OW its output (node->c, h, w).
@@ -42,6 +46,10 @@ struct cnn_session {
     unsigned char *kept;       // [n_nodes] readable after the run
     unsigned char *computed;   // [n_nodes] computed in the last run
     unsigned char *folded;     // [n_nodes] conv whose batch norm was folded into it
+    int *absorbed_by;          // [n_nodes] relu/add applied by this conv's epilogue, or -1
+    unsigned char *hidden;     // [n_nodes] output overwritten by a later node's fused epilogue
+    int *residual_of;          // [n_nodes] conv: the node its epilogue adds, or -1
+    unsigned char *relu_of;    // [n_nodes] conv: its epilogue applies relu
     int *buffer_of;            // [n_nodes] buffer index, NO_BUFFER for the input node
     const float **weight;      // [n_nodes] conv/linear weights actually used (folded or not)
     const float **bias;        // [n_nodes]
@@ -60,6 +68,7 @@ cnn_session_options cnn_session_defaults(void) {
     memset(&o, 0, sizeof o);
     o.stop_after = -1;
     o.fold_bn = 1;
+    o.fuse_epilogues = 1;
     return o;
 }
 
@@ -74,6 +83,10 @@ void cnn_session_free(cnn_session *s) {
     free(s->kept);
     free(s->computed);
     free(s->folded);
+    free(s->absorbed_by);
+    free(s->hidden);
+    free(s->residual_of);
+    free(s->relu_of);
     free(s->buffer_of);
     free(s->weight);
     free(s->bias);
@@ -171,6 +184,50 @@ static cnn_status fold_batchnorms(cnn_session *s, const int *readers, int fold) 
     return CNN_OK;
 }
 
+// The conv whose call writes node x's output: x itself, the conv of a folded batch norm, or the
+// conv that absorbed x; -1 if x is not written by a conv.
+static int producing_conv(const cnn_session *s, int x) {
+    const cnn_node *nd = &s->model->nodes[x];
+    if (s->absorbed_by[x] >= 0) return s->absorbed_by[x];
+    if (nd->op == CNN_OP_CONV2D) return x;
+    if (nd->op == CNN_OP_BATCHNORM && s->folded[nd->inputs[0]]) return nd->inputs[0];
+    return -1;
+}
+
+// The operand of a relu or add that a conv may compute: its input, or the later of the two
+// (the other one must exist before that conv runs).
+static int fused_operand(const cnn_node *nd) {
+    if (nd->op == CNN_OP_ADD && nd->inputs[1] > nd->inputs[0]) return nd->inputs[1];
+    return nd->inputs[0];
+}
+
+// Marks the relus and residual adds that convs apply in their epilogue (step 3 above). An
+// operand x qualifies when the node is its only reader and nobody asked to keep it: its own
+// values are overwritten by the epilogue, so x becomes hidden.
+static void fuse_epilogues(cnn_session *s, const int *readers) {
+    const cnn_model *m = s->model;
+    for (int i = 0; i < m->n_nodes; i++) {
+        s->absorbed_by[i] = s->residual_of[i] = -1;
+        s->hidden[i] = s->relu_of[i] = 0;
+    }
+    if (!s->opt.fuse_epilogues || s->opt.reference || s->opt.keep_all) return;
+    for (int i = 1; i < m->n_nodes; i++) {
+        const cnn_node *nd = &m->nodes[i];
+        if (!s->needed[i] || (nd->op != CNN_OP_RELU && nd->op != CNN_OP_ADD)) continue;
+        int x = fused_operand(nd), c = producing_conv(s, x);
+        if (c < 0 || readers[x] != 1 || s->kept[x] || s->relu_of[c]) continue;
+        if (nd->op == CNN_OP_ADD) {
+            int r = nd->inputs[0] + nd->inputs[1] - x;   // the other operand
+            if (r >= c || s->residual_of[c] >= 0) continue;   // x + x, or not ready in time
+            s->residual_of[c] = r;
+        } else {
+            s->relu_of[c] = 1;
+        }
+        s->absorbed_by[i] = c;
+        s->hidden[x] = 1;
+    }
+}
+
 // Gives every needed node a buffer: its own, or its input's (aliases and in-place ops).
 // `last_reader[i]` is the last node that reads node i (i itself if none).
 static void assign_buffers(cnn_session *s, const int *last_reader) {
@@ -180,12 +237,12 @@ static void assign_buffers(cnn_session *s, const int *last_reader) {
         s->buffer_of[i] = NO_BUFFER;
         if (!s->needed[i] || i == 0) continue;
         const cnn_node *nd = &m->nodes[i];
-        int in = nd->n_inputs > 0 ? nd->inputs[0] : 0;
+        int in = s->absorbed_by[i] >= 0 ? fused_operand(nd) : nd->n_inputs > 0 ? nd->inputs[0] : 0;
         int b = s->buffer_of[in];
-        // flatten and dropout never change data: they are views of their input; so is a batch
-        // norm folded into its conv.
+        // flatten and dropout never change data: they are views of their input; so are a batch
+        // norm folded into its conv and a node a conv's epilogue computed.
         int alias = nd->op == CNN_OP_FLATTEN || nd->op == CNN_OP_DROPOUT ||
-                    (nd->op == CNN_OP_BATCHNORM && s->folded[in]);
+                    (nd->op == CNN_OP_BATCHNORM && s->folded[in]) || s->absorbed_by[i] >= 0;
         // Elementwise ops overwrite their input's buffer when nothing reads it after them.
         int elementwise = nd->op == CNN_OP_RELU || nd->op == CNN_OP_BATCHNORM ||
                           nd->op == CNN_OP_ADD;
@@ -266,6 +323,10 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
         s->kept = calloc((size_t)nn, 1);
         s->computed = calloc((size_t)nn, 1);
         s->folded = calloc((size_t)nn, 1);
+        s->absorbed_by = calloc((size_t)nn, sizeof(int));
+        s->hidden = calloc((size_t)nn, 1);
+        s->residual_of = calloc((size_t)nn, sizeof(int));
+        s->relu_of = calloc((size_t)nn, 1);
         s->buffer_of = calloc((size_t)nn, sizeof(int));
         s->weight = calloc((size_t)nn, sizeof(float *));
         s->bias = calloc((size_t)nn, sizeof(float *));
@@ -273,6 +334,7 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
         s->tensors = calloc((size_t)nn, sizeof(cnn_tensor));
     }
     if (!s || !readers || !s->needed || !s->kept || !s->computed || !s->folded ||
+        !s->absorbed_by || !s->hidden || !s->residual_of || !s->relu_of ||
         !s->buffer_of || !s->weight || !s->bias || !s->buffers || !s->tensors) {
         free(readers);
         cnn_session_free(s);
@@ -294,6 +356,7 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
         cnn_session_free(s);
         return st;
     }
+    fuse_epilogues(s, readers);
     assign_buffers(s, readers + nn);
     free(readers);
 
@@ -354,8 +417,11 @@ static void run_node(cnn_session *s, int i, int n) {
             conv2d_forward_ref(out, x, s->weight[i], s->bias[i], n, a->c, a->h, a->w, nd->c,
                                nd->h, nd->w, &nd->window);
         else
-            conv2d_forward(out, x, s->weight[i], s->bias[i], n, a->c, a->h, a->w, nd->c, nd->h,
-                           nd->w, &nd->window, s->workspace);
+            conv2d_forward_fused(out, x, s->weight[i], s->bias[i], n, a->c, a->h, a->w, nd->c,
+                                 nd->h, nd->w, &nd->window,
+                                 s->residual_of[i] >= 0 ? s->tensors[s->residual_of[i]].data
+                                                        : NULL,
+                                 s->relu_of[i], s->workspace);
         break;
     case CNN_OP_BATCHNORM:
         if (s->folded[nd->inputs[0]]) break;   // already applied by the conv
@@ -363,6 +429,7 @@ static void run_node(cnn_session *s, int i, int n) {
                               nd->p.bn.eps, n, nd->c, nd->h * nd->w);
         break;
     case CNN_OP_RELU:
+        if (s->absorbed_by[i] >= 0) break;   // already applied by the conv's epilogue
         relu_forward_ref(out, x, count);
         break;
     case CNN_OP_MAXPOOL:
@@ -385,6 +452,7 @@ static void run_node(cnn_session *s, int i, int n) {
         if (out != x) memcpy(out, x, count * sizeof(float));   // only when viewing the input
         break;
     case CNN_OP_ADD:
+        if (s->absorbed_by[i] >= 0) break;
         add_forward_ref(out, x, s->tensors[nd->inputs[1]].data, count);
         break;
     case CNN_OP_SOFTMAX:
@@ -419,7 +487,9 @@ cnn_status cnn_session_run(cnn_session *s, const float *input, int n) {
         bind_tensor(s, i, n);
         run_node(s, i, n);
         s->computed[i] = 1;
-        if (s->folded[i]) continue;   // its output is its batch norm's: reported there
+        // A folded conv's output is its batch norm's, reported there; a hidden node's was
+        // overwritten by a fused epilogue, reported with the node that applied it.
+        if (s->folded[i] || s->hidden[i]) continue;
         if (s->opt.tap && s->opt.tap(s->opt.tap_user, i, m->nodes[i].name, &s->tensors[i]))
             break;
     }
@@ -432,7 +502,7 @@ const cnn_tensor *cnn_session_output(const cnn_session *s, int node) {
         cnn_fail(CNN_ERR_ARG, "%s: node %d out of range (%d nodes)", m->path, node, m->n_nodes);
         return NULL;
     }
-    if (!s->kept[node] || !s->computed[node] || s->folded[node]) {
+    if (!s->kept[node] || !s->computed[node] || s->folded[node] || s->hidden[node]) {
         cnn_fail(CNN_ERR_ARG, "%s: the output of '%s' was not %s in the last run", m->path,
                  m->nodes[node].name, s->computed[node] ? "kept" : "computed");
         return NULL;

@@ -29,7 +29,7 @@ if ! command -v "$cross_cc" >/dev/null; then
   exit 1
 fi
 
-sources=(tests/c/test_kernels.c engine/ops/gemm.c engine/ops/conv2d.c engine/ops/linear.c
+sources=(tests/c/test_kernels.c engine/ops/gemm.c engine/ops/conv2d.c engine/ops/linear.c engine/ops/add.c engine/ops/relu.c
          engine/status.c engine/kernels/*.c)
 binary=$out/test_kernels
 # Rebuild when any source or header is newer than the binary.

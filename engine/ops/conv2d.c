@@ -12,8 +12,13 @@
 //     shifted input row to an output row (an axpy over the output width). No workspace.
 //   - pointwise (1x1, stride 1, no padding): the input image already is the [Cg, H*W] matrix,
 //     so out_g[Kg, P] = weight_g[Kg, Cg] @ inp_g[Cg, P] with no copy.
-//   - everything else: im2col of one group of one image into the workspace ([Cg*R*S, P]), then
-//     out_g[Kg, P] = weight_g[Kg, Cg*R*S] @ col[Cg*R*S, P] with the blocked sgemm.
+//   - everything else: out_g[Kg, P] = weight_g[Kg, Cg*R*S] @ col[Cg*R*S, P] with the blocked
+//     sgemm, col being the im2col matrix of one group of one image: stored in the workspace
+//     when small (up to IM2COL_STORED_MAX floats), else gathered row by row from the image as
+//     sgemm packs its panels (sgemm_rows), which saves writing and re-reading a matrix R*S
+//     times the size of the image (115 MB for VGG-16's conv1_2).
+// A relu and a residual add after the conv can be applied as each block of the output is
+// finished (conv2d_forward_fused; sgemm_fused's epilogue), while it is still in cache.
 // Images and groups are done one after another (the workspace holds one group's columns);
 // the threads share the work inside each step (rows of im2col, tiles of the GEMM, planes of
 // the depthwise case), and no output element's sum is ever split between threads.
@@ -64,9 +69,19 @@ static conv2d_path_kind conv2d_path(int C, const cnn_window *win) {
     return CONV_IM2COL_GEMM;
 }
 
+// Up to this many floats the im2col matrix is stored (it then stays in cache, and sgemm packs
+// it once per band of output channels); larger ones are gathered row by row while sgemm packs
+// them, never written to memory and read back.
+enum { IM2COL_STORED_MAX = 1 << 20 };
+
+static int im2col_stored(int C, int OH, int OW, const cnn_window *win) {
+    size_t floats = (size_t)(C / win->groups) * win->kernel[0] * win->kernel[1] * OH * OW;
+    return conv2d_path(C, win) == CONV_IM2COL_GEMM && floats <= IM2COL_STORED_MAX;
+}
+
 size_t conv2d_workspace_floats(int C, int H, int W, int OH, int OW, const cnn_window *win) {
     (void)H; (void)W;
-    if (conv2d_path(C, win) != CONV_IM2COL_GEMM) return 0;
+    if (!im2col_stored(C, OH, OW, win)) return 0;
     return (size_t)(C / win->groups) * win->kernel[0] * win->kernel[1] * OH * OW;
 }
 
@@ -81,38 +96,58 @@ static void valid_range(int out_size, int size, int stride, int offset, int *lo,
     *hi = h;
 }
 
-// col[(c*R + r)*S + s, oy*OW + ox] = inp[c, iy, ix] (0 outside), for one group's channels.
-// col is (Cg*R*S, OH*OW), inp is (Cg,H,W). Parallel over the rows of col.
-static void im2col(float *col, const float *inp, int Cg, int H, int W, int OH, int OW,
-                   const cnn_window *win) {
+// The im2col matrix of one group of one image, [Cg*R*S, OH*OW]: stored in the workspace when
+// small, else gathered on demand while sgemm packs it (sgemm_rows), straight from the image
+// into the packed panels.
+typedef struct {
+    const float *inp;   // (Cg,H,W)
+    int H, W, OH, OW;
+    const cnn_window *win;
+} im2col_view;
+
+// col[(c*R + r)*S + s, oy*OW + ox] = inp[c, iy, ix] (0 outside) for the n columns from j0 of
+// row p, written to `row`. Walks the output rows the columns span: in each, the input row iy is
+// either padding (zeros) or a run of input pixels between zeros.
+static const float *im2col_row(const void *ctx, int p, int j0, int n, float *row) {
+    const im2col_view *v = ctx;
+    const cnn_window *win = v->win;
     int R = win->kernel[0], S = win->kernel[1];
     int sh = win->stride[0], sw = win->stride[1];
-    int rows = Cg * R * S;
-    #pragma omp parallel for schedule(static) if ((size_t)rows * OH * OW > 32768)
-    for (int row = 0; row < rows; row++) {
-        int c = row / (R * S), r = (row / S) % R, s = row % S;
-        int iy0 = r * win->dilation[0] - win->padding[0];   // iy = oy*sh + iy0
-        int ix0 = s * win->dilation[1] - win->padding[1];   // ix = ox*sw + ix0
-        int ox_lo, ox_hi;
-        valid_range(OW, W, sw, ix0, &ox_lo, &ox_hi);
-        float *dst_row = col + (size_t)row * OH * OW;
-        for (int oy = 0; oy < OH; oy++) {
-            float *dst = dst_row + (size_t)oy * OW;
-            int iy = oy * sh + iy0;
-            if (iy < 0 || iy >= H) {
-                memset(dst, 0, (size_t)OW * sizeof(float));
-                continue;
-            }
-            const float *src = inp + ((size_t)c * H + iy) * W + ix0;   // src[ox*sw] = inp[c,iy,ix]
-            memset(dst, 0, (size_t)ox_lo * sizeof(float));
+    int c = p / (R * S), r = (p / S) % R, s = p % S;
+    int iy0 = r * win->dilation[0] - win->padding[0];   // iy = oy*sh + iy0
+    int ix0 = s * win->dilation[1] - win->padding[1];   // ix = ox*sw + ix0
+    int ox_lo, ox_hi;
+    valid_range(v->OW, v->W, sw, ix0, &ox_lo, &ox_hi);
+    int oy = j0 / v->OW, ox = j0 % v->OW;
+    for (int done = 0; done < n; oy++, ox = 0) {
+        int take = v->OW - ox < n - done ? v->OW - ox : n - done;   // columns in this output row
+        float *dst = row + done - ox;                                // dst[ox] = column oy*OW + ox
+        int iy = oy * sh + iy0;
+        if (iy < 0 || iy >= v->H) {
+            memset(dst + ox, 0, (size_t)take * sizeof(float));
+        } else {
+            const float *src = v->inp + ((size_t)c * v->H + iy) * v->W + ix0;   // src[ox*sw]
+            int end = ox + take;
+            int lo = ox_lo > ox ? (ox_lo < end ? ox_lo : end) : ox;
+            int hi = ox_hi < end ? (ox_hi > lo ? ox_hi : lo) : end;
+            memset(dst + ox, 0, (size_t)(lo - ox) * sizeof(float));
             if (sw == 1) {
-                memcpy(dst + ox_lo, src + ox_lo, (size_t)(ox_hi - ox_lo) * sizeof(float));
+                memcpy(dst + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
             } else {
-                for (int ox = ox_lo; ox < ox_hi; ox++) dst[ox] = src[(size_t)ox * sw];
+                for (int x = lo; x < hi; x++) dst[x] = src[(size_t)x * sw];
             }
-            memset(dst + ox_hi, 0, (size_t)(OW - ox_hi) * sizeof(float));
+            memset(dst + hi, 0, (size_t)(end - hi) * sizeof(float));
         }
+        done += take;
     }
+    return row;
+}
+
+// The whole im2col matrix into col (CRS, P), parallel over its rows.
+static void im2col(float *col, const im2col_view *v, int rows) {
+    size_t P = (size_t)v->OH * v->OW;
+    #pragma omp parallel for schedule(static) if ((size_t)rows * P > 32768)
+    for (int p = 0; p < rows; p++) im2col_row(v, p, 0, (int)P, col + (size_t)p * P);
 }
 
 // y[i] += a * x[i]; blocks of 8 with a constant trip count so gcc -O2 vectorises them.
@@ -156,21 +191,36 @@ static void conv2d_plane_direct(float *out, const float *inp, const float *w, fl
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win,
                     float *workspace) {
+    conv2d_forward_fused(out, inp, weight, bias, N, C, H, W, K, OH, OW, win, NULL, 0, workspace);
+}
+
+void conv2d_forward_fused(float *out, const float *inp, const float *weight, const float *bias,
+                          int N, int C, int H, int W, int K, int OH, int OW,
+                          const cnn_window *win, const float *residual, int relu,
+                          float *workspace) {
     // out is (N,K,OH,OW), inp is (N,C,H,W), weight is (K,C/G,R,S), bias is (K) or NULL,
-    // workspace holds conv2d_workspace_floats(C,H,W,OH,OW,win) floats
+    // residual is (N,K,OH,OW) or NULL, workspace holds conv2d_workspace_floats(C,H,W,OH,OW,win)
+    // floats
     int G = win->groups, Cg = C / G, Kg = K / G;
     int CRS = Cg * win->kernel[0] * win->kernel[1];
     size_t P = (size_t)OH * OW;
     conv2d_path_kind path = conv2d_path(C, win);
+    int stored = im2col_stored(C, OH, OW, win);
 
     if (path == CONV_DEPTHWISE_DIRECT) {
         int planes = N * K;
         #pragma omp parallel for schedule(static)
         for (int plane = 0; plane < planes; plane++) {
             int n = plane / K, k = plane % K, c = k / Kg;   // Cg = 1: group g reads channel g
-            conv2d_plane_direct(out + (size_t)plane * P, inp + ((size_t)n * C + c) * H * W,
+            float *out_plane = out + (size_t)plane * P;
+            conv2d_plane_direct(out_plane, inp + ((size_t)n * C + c) * H * W,
                                 weight + (size_t)k * CRS, bias ? bias[k] : 0.0f, H, W, OH, OW,
                                 win);
+            for (size_t i = 0; i < P; i++) {   // the epilogue, as sgemm_fused applies it
+                float v = out_plane[i];
+                if (residual) v += residual[(size_t)plane * P + i];
+                out_plane[i] = relu && v < 0.0f ? 0.0f : v;
+            }
         }
         return;
     }
@@ -180,11 +230,6 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
             const float *inp_g = inp + ((size_t)n * C + (size_t)g * Cg) * H * W;   // (Cg,H,W)
             const float *weight_g = weight + (size_t)g * Kg * CRS;               // (Kg,CRS)
             float *out_g = out + ((size_t)n * K + (size_t)g * Kg) * P;           // (Kg,P)
-            const float *cols = inp_g;                                           // (CRS,P)
-            if (path == CONV_IM2COL_GEMM) {
-                im2col(workspace, inp_g, Cg, H, W, OH, OW, win);
-                cols = workspace;
-            }
             if (bias) {
                 for (int k = 0; k < Kg; k++) {
                     float b = bias[g * Kg + k];
@@ -192,7 +237,20 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
                     for (size_t i = 0; i < P; i++) row[i] = b;
                 }
             }
-            sgemm(Kg, (int)P, CRS, weight_g, CRS, cols, (int)P, out_g, (int)P, bias != NULL);
+            sgemm_epilogue ep = {residual ? residual + (out_g - out) : NULL, (int)P, relu};
+            if (path == CONV_POINTWISE_GEMM) {   // the image is the (Cg, P) matrix already
+                sgemm_fused(Kg, (int)P, Cg, weight_g, Cg, inp_g, (int)P, out_g, (int)P,
+                            bias != NULL, &ep);
+            } else if (stored) {
+                im2col_view cols = {inp_g, H, W, OH, OW, win};   // (CRS, P)
+                im2col(workspace, &cols, CRS);
+                sgemm_fused(Kg, (int)P, CRS, weight_g, CRS, workspace, (int)P, out_g, (int)P,
+                            bias != NULL, &ep);
+            } else {
+                im2col_view cols = {inp_g, H, W, OH, OW, win};
+                sgemm_rows(Kg, (int)P, CRS, weight_g, CRS, im2col_row, &cols, out_g, (int)P,
+                           bias != NULL, &ep);
+            }
         }
     }
 }

@@ -14,6 +14,9 @@
 //     row, which the prefetchers follow.
 //   - The micro-kernel keeps an MR x NR block of C in registers for the whole slice and writes
 //     only the part of it that exists in C (tails are its job).
+//   - B is a stored matrix, or comes row by row from a function (sgemm_rows: a conv's im2col
+//     rows, gathered straight into the panels). After the last slice of K, the optional
+//     epilogue (residual add, relu) runs on each sliver's rows while they are still in cache.
 // Tile and slice sizes depend on the problem shape and the kernel table only, never on the
 // thread count (or on whether a buffer could be allocated), so for a given ISA the result is
 // bit-identical for any number of threads.
@@ -79,17 +82,32 @@ static inline void copy_row(float *restrict dst, const float *restrict src, int 
     }
 }
 
-// The kc x n block of B at `B` as ceil(n/NR) panels, one after another in b_packed: panel q
-// is (kc, NR) with b_packed[q*kc*NR + p*NR + j] = B[p][q*NR + j], and zeros past column n.
-// Row by row, so that B is read front to back in long runs the prefetchers follow (a panel at
-// a time would read NR floats from each of kc rows far apart).
-static void pack_b(int n, int kc, int NR, const float *B, int ldb, float *restrict b_packed) {
+// Where B comes from: a row-major matrix, or a function that gives it row by row.
+typedef struct {
+    const float *data;    // B[p][j] = data[p*ld + j], when row is NULL
+    int ld;
+    sgemm_row_fn row;
+    const void *ctx;
+} b_source;
+
+// The kc x n block of B at rows [p0, p0+kc), columns [j0, j0+n) as ceil(n/NR) panels, one
+// after another in b_packed: panel q is (kc, NR) with b_packed[q*kc*NR + p*NR + j] =
+// B[p0+p][j0 + q*NR + j], and zeros past column n. Row by row, so that a stored B is read
+// front to back in long runs the prefetchers follow (a panel at a time would read NR floats
+// from each of kc rows far apart). `scratch` holds n floats for a row function.
+static void pack_b(int n, int kc, int NR, const b_source *src, int p0, int j0, float *scratch,
+                   float *restrict b_packed) {
     int full = n / NR, tail = n - full * NR;
     for (int p = 0; p < kc; p++) {
-        const float *b_row = B + (size_t)p * ldb;
-        if (p + B_PREFETCH_ROWS < kc) {   // short runs far apart: help the prefetchers
-            const float *ahead = b_row + B_PREFETCH_ROWS * (size_t)ldb;
-            for (int j = 0; j < n; j += 16) __builtin_prefetch(ahead + j);
+        const float *b_row;
+        if (src->row) {
+            b_row = src->row(src->ctx, p0 + p, j0, n, scratch);
+        } else {
+            b_row = src->data + (size_t)(p0 + p) * src->ld + j0;
+            if (p + B_PREFETCH_ROWS < kc) {   // short runs far apart: help the prefetchers
+                const float *ahead = b_row + B_PREFETCH_ROWS * (size_t)src->ld;
+                for (int j = 0; j < n; j += 16) __builtin_prefetch(ahead + j);
+            }
         }
         float *dst = b_packed + (size_t)p * NR;
         for (int q = 0; q < full; q++) copy_row(dst + (size_t)q * kc * NR, b_row + q * NR, NR);
@@ -101,20 +119,37 @@ static void pack_b(int n, int kc, int NR, const float *B, int ldb, float *restri
     }
 }
 
+// The epilogue on the mr x n block of C at `c` whose sums are complete (residual: the same
+// block of the residual, or NULL).
+static void finish_block(const sgemm_epilogue *ep, int mr, int n, float *c, int ldc,
+                         const float *residual) {
+    for (int i = 0; i < mr; i++) {
+        float *row = c + (size_t)i * ldc;
+        if (residual) {
+            const float *r = residual + (size_t)i * ep->ldr;
+            for (int j = 0; j < n; j++) row[j] += r[j];
+        }
+        if (ep->relu) {
+            for (int j = 0; j < n; j++) row[j] = row[j] < 0.0f ? 0.0f : row[j];
+        }
+    }
+}
+
 // One tile of C (m x n), serially. a_buf holds MR*kc floats, b_buf b_panels panels of kc*NR.
 // Normally b_buf holds all of the tile's panels; with fewer (no memory for the large buffer)
 // the panels are packed a group at a time, the same kernel calls run on the same packed
 // values, and the result is the same.
 static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const float *A, int lda,
-                      const float *B, int ldb, float *C, int ldc, int accumulate,
-                      float *a_buf, float *b_buf, int b_panels) {
+                      const b_source *B, int j_tile, float *C, int ldc, int accumulate,
+                      const sgemm_epilogue *ep, const float *residual, float *a_buf,
+                      float *b_buf, int b_panels, float *scratch) {
     const int MR = kt->mr, NR = kt->nr;
     for (int p0 = 0; p0 < K; p0 += kt->kc) {
         int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
         int acc = accumulate || p0 > 0;   // later slices add onto the earlier ones
         for (int jb = 0; jb < n; jb += b_panels * NR) {
             int nb = n - jb < b_panels * NR ? n - jb : b_panels * NR;   // columns of this group
-            pack_b(nb, kc, NR, B + (size_t)p0 * ldb + jb, ldb, b_buf);
+            pack_b(nb, kc, NR, B, p0, j_tile + jb, scratch, b_buf);
             for (int i0 = 0; i0 < m; i0 += MR) {
                 int mr = m - i0 < MR ? m - i0 : MR;
                 int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
@@ -124,19 +159,25 @@ static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const flo
                     kt->gemm(mr, nr, kc, a_buf, b_buf + (size_t)(j0 / NR) * kc * NR,
                              C + (size_t)i0 * ldc + jb + j0, (size_t)ldc, acc);
                 }
+                if (ep && p0 + kc == K)   // the last slice: these sums are done, still in cache
+                    finish_block(ep, mr, nb, C + (size_t)i0 * ldc + jb, ldc,
+                                 residual ? residual + (size_t)i0 * ep->ldr + jb : NULL);
             }
         }
     }
 }
 
-// sgemm, and sgemm_low_memory when `low_memory` (the stack buffers even if malloc would work).
-static void sgemm_run(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                      float *C, int ldc, int accumulate, int low_memory) {
+// sgemm_fused and sgemm_rows, and sgemm_low_memory when `low_memory` (the stack buffers even
+// if malloc would work).
+static void sgemm_run(int M, int N, int K, const float *A, int lda, const b_source *B, float *C,
+                      int ldc, int accumulate, const sgemm_epilogue *ep, int low_memory) {
     if (M <= 0 || N <= 0) return;
+    if (ep && !ep->residual && !ep->relu) ep = NULL;
     if (K <= 0) {   // an empty sum: C stays, or becomes 0
         if (!accumulate) {
             for (int i = 0; i < M; i++) memset(&C[(size_t)i * ldc], 0, (size_t)N * sizeof(float));
         }
+        if (ep) finish_block(ep, M, N, C, ldc, ep->residual);
         return;
     }
     const cnn_kernel_table *kt = cnn_kernels();
@@ -162,24 +203,27 @@ static void sgemm_run(int M, int N, int K, const float *A, int lda, const float 
     assert(MR <= MR_MAX && NR <= NR_MAX && kt->kc <= KC_MAX);
     int kc = K < kt->kc ? K : kt->kc;
     size_t a_floats = (size_t)round_up(MR * kc, 16);   // keeps the B panels 64-byte aligned
-    size_t bytes = (a_floats + (size_t)kc * tile_n) * sizeof(float);
+    size_t bytes = (a_floats + (size_t)kc * tile_n + TILE_MAX) * sizeof(float);
     bytes = (bytes + 63) / 64 * 64;
     #pragma omp parallel if (tiles > 1 && 2.0 * M * N * K > 2e6)
     {
         // One buffer per thread for all its tiles. Without one, a small stack buffer packs one
         // panel at a time (slower, same numbers).
         float *buf = low_memory ? NULL : aligned_alloc(64, bytes);
-        _Alignas(64) float small_a[MR_MAX * KC_MAX], small_b[NR_MAX * KC_MAX];
+        _Alignas(64) float small_a[MR_MAX * KC_MAX], small_b[NR_MAX * KC_MAX], small_row[NR_MAX];
         float *a_buf = buf ? buf : small_a;
         float *b_buf = buf ? buf + a_floats : small_b;
+        float *scratch = buf ? b_buf + (size_t)kc * tile_n : small_row;   // a row of B
         int b_panels = buf ? tile_n / NR : 1;
         #pragma omp for schedule(dynamic)
         for (int t = 0; t < tiles; t++) {
             int i0 = (t / tiles_n) * tile_m, j0 = (t % tiles_n) * tile_n;
             int m = M - i0 < tile_m ? M - i0 : tile_m;
             int n = N - j0 < tile_n ? N - j0 : tile_n;
-            gemm_tile(kt, m, n, K, A + (size_t)i0 * lda, lda, B + j0, ldb,
-                      C + (size_t)i0 * ldc + j0, ldc, accumulate, a_buf, b_buf, b_panels);
+            const float *residual = ep && ep->residual ? ep->residual + (size_t)i0 * ep->ldr + j0
+                                                       : NULL;
+            gemm_tile(kt, m, n, K, A + (size_t)i0 * lda, lda, B, j0, C + (size_t)i0 * ldc + j0,
+                      ldc, accumulate, ep, residual, a_buf, b_buf, b_panels, scratch);
         }
         free(buf);
     }
@@ -187,10 +231,24 @@ static void sgemm_run(int M, int N, int K, const float *A, int lda, const float 
 
 void sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
            int ldc, int accumulate) {
-    sgemm_run(M, N, K, A, lda, B, ldb, C, ldc, accumulate, 0);
+    b_source src = {B, ldb, NULL, NULL};
+    sgemm_run(M, N, K, A, lda, &src, C, ldc, accumulate, NULL, 0);
+}
+
+void sgemm_fused(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
+                 int ldc, int accumulate, const sgemm_epilogue *ep) {
+    b_source src = {B, ldb, NULL, NULL};
+    sgemm_run(M, N, K, A, lda, &src, C, ldc, accumulate, ep, 0);
+}
+
+void sgemm_rows(int M, int N, int K, const float *A, int lda, sgemm_row_fn row, const void *ctx,
+                float *C, int ldc, int accumulate, const sgemm_epilogue *ep) {
+    b_source src = {NULL, 0, row, ctx};
+    sgemm_run(M, N, K, A, lda, &src, C, ldc, accumulate, ep, 0);
 }
 
 void sgemm_low_memory(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                       float *C, int ldc, int accumulate) {
-    sgemm_run(M, N, K, A, lda, B, ldb, C, ldc, accumulate, 1);
+    b_source src = {B, ldb, NULL, NULL};
+    sgemm_run(M, N, K, A, lda, &src, C, ldc, accumulate, NULL, 1);
 }

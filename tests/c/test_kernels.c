@@ -281,8 +281,22 @@ static int check_conv(const conv_case *c) {
                c->has_bias ? ", bias" : "");
         failures++;
     }
-    free(inp); free(weight); free(bias); free(ws); free(ref); free(fast);
-    return bad < 0;
+    // The fused epilogue (residual add, then relu) must equal the separate passes bit for bit.
+    float *residual = random_array(n_out, 1.0f), *fused = xmalloc(n_out * sizeof(float));
+    int with_residual = rng_int(0, 1);
+    conv2d_forward_fused(fused, inp, weight, bias, c->N, c->C, c->H, c->W, c->K, c->OH, c->OW,
+                         &c->win, with_residual ? residual : NULL, 1, ws);
+    if (with_residual) add_forward_ref(fast, fast, residual, n_out);
+    relu_forward_ref(fast, fast, n_out);
+    int same = memcmp(fused, fast, n_out * sizeof(float)) == 0;
+    if (!same) {
+        printf("FAIL [%s] conv2d_forward_fused (relu%s) differs from conv2d_forward + %srelu\n",
+               isa_name, with_residual ? ", residual" : "", with_residual ? "add + " : "");
+        failures++;
+    }
+    free(inp); free(weight); free(bias); free(ws); free(ref); free(fast); free(residual);
+    free(fused);
+    return bad < 0 && same;
 }
 
 static conv_case random_conv_case(void) {
@@ -319,6 +333,21 @@ static void test_conv(void) {
                            .dilation = {1, 1}, .groups = 1}};
     passed += check_conv(&pointwise);
     cases++;
+    // im2col matrices above conv2d.c's IM2COL_STORED_MAX (2^20 floats) are gathered while
+    // packing instead of stored: 3x3 over 64 channels at 47x45 (1.2M floats), and a strided,
+    // padded, dilated, grouped one (1.3M floats per group)
+    conv_case gathered[] = {
+        {.N = 1, .C = 64, .H = 47, .W = 45, .K = 9, .OH = 47, .OW = 45, .has_bias = 1,
+         .win = {.kernel = {3, 3}, .stride = {1, 1}, .padding = {1, 1}, .dilation = {1, 1},
+                 .groups = 1}},
+        {.N = 2, .C = 96, .H = 81, .W = 90, .K = 6, .OH = 40, .OW = 45, .has_bias = 0,
+         .win = {.kernel = {5, 3}, .stride = {2, 2}, .padding = {1, 2}, .dilation = {1, 2},
+                 .groups = 2}},
+    };
+    for (int i = 0; i < 2; i++) {
+        passed += check_conv(&gathered[i]);
+        cases++;
+    }
     for (int i = 0; i < 30; i++) {
         conv_case c = random_conv_case();
         passed += check_conv(&c);

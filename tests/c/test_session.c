@@ -87,6 +87,16 @@ int main(void) {
           cnn_session_arena_bytes(fast), sum_bytes);
     CHECK(cnn_session_arena_bytes(ref) >= sum_bytes - 16 * sizeof(float) * nodes,
           "keep_all arena %zu smaller than the sum %zu", cnn_session_arena_bytes(ref), sum_bytes);
+    // Fused epilogues (relu, residual add + relu, add after the projection conv) change no bit:
+    // the same session without them gives the same output exactly.
+    cnn_session *unfused;
+    o = cnn_session_defaults();
+    o.fuse_epilogues = 0;
+    CHECK(cnn_session_create(m, N, &o, &unfused) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_session_run(unfused, x, N) == CNN_OK, "%s", cnn_last_error());
+    CHECK(memcmp(cnn_session_output(unfused, out)->data, p_fast->data, 5 * N * sizeof(float)) == 0,
+          "fused epilogues change the output");
+    cnn_session_free(unfused);
     // Intermediate outputs of the default run were not kept, and say so.
     int relu = cnn_model_find_node(m, "relu");
     CHECK(relu > 0 && cnn_session_output(fast, relu) == NULL, "relu output should not be kept");
@@ -139,9 +149,11 @@ int main(void) {
           "stop_after output wrong");
     CHECK(cnn_session_output(early, out) == NULL, "output computed despite stop_after");
     CHECK(log.order_ok && log.last_node == pool, "taps out of order or past the stop");
-    // conv1 and block.conv are folded into their batch norms: reported as bn1 and block.bn.
-    CHECK(log.calls == 6 && strcmp(log.names[0], "bn1") == 0, "taps: %d calls, first '%s'",
-          log.calls, log.names[0]);
+    // conv1 + bn1 + relu is one conv call (batch norm folded, relu in its epilogue), reported
+    // as relu; block.conv + block.bn + block.add + block likewise, reported as block.
+    CHECK(log.calls == 3 && strcmp(log.names[0], "relu") == 0 &&
+              strcmp(log.names[1], "block") == 0 && strcmp(log.names[2], "pool") == 0,
+          "taps: %d calls: '%s' '%s' '%s'", log.calls, log.names[0], log.names[1], log.names[2]);
     cnn_session_free(early);
 
     // 6. A tap that returns 1 stops the run.

@@ -38,6 +38,10 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight, con
                           const cnn_window *win, const float *residual, int relu,
                           float *workspace);
 
+// 1 if a conv of this shape is worth running as Winograd F(4x4,3x3) (ops/winograd.h): 3x3,
+// stride 1, no dilation, no groups, >= 32 channels in and out, >= 49 4x4 tiles per image.
+int conv2d_winograd_suits(int C, int K, int OH, int OW, const cnn_window *win);
+
 // batchnorm (inference): out = (inp - mean) / sqrt(var + eps) * gamma + beta, per channel.
 // out, inp [N,C,H,W] (HW = H*W); may be the same buffer.
 void batchnorm_forward_ref(float *out, const float *inp, const float *gamma, const float *beta,
@@ -56,6 +60,9 @@ void relu_forward_ref(float *out, const float *inp, size_t n);
 // maxpool: out [N,C,OH,OW], inp [N,C,H,W]. Padding is -infinity, as in PyTorch.
 void maxpool_forward_ref(float *out, const float *inp, int N, int C, int H, int W, int OH,
                          int OW, const cnn_window *win);
+// The fast path (separable: a max over each window's rows, then along the row); same numbers.
+void maxpool_forward(float *out, const float *inp, int N, int C, int H, int W, int OH, int OW,
+                     const cnn_window *win);
 
 // avgpool: out [N,C,OH,OW], inp [N,C,H,W]; count_include_pad and ceil_mode as in PyTorch
 // (windows are clipped to input + padding; the divisor follows count_include_pad). No

@@ -5,15 +5,17 @@
 //      output) depend on; nothing else runs.
 //   2. batch norm folding: a batchnorm whose input is a conv read by nothing else is folded into
 //      that conv's weights (a per-session copy), and then shares the conv's buffer.
-//   3. fused epilogues: a relu, or a residual add (then possibly a relu), that reads a conv's
+//   3. Winograd: the weights of each 3x3 stride-1 conv that suits it (conv2d_winograd_suits)
+//      are transformed once (ops/winograd.h), after folding.
+//   4. fused epilogues: a relu, or a residual add (then possibly a relu), that reads a conv's
 //      output (after its folded batch norm) and nothing else is applied by the conv itself as
 //      it finishes each block of its output (conv2d_forward_fused); the add's other operand must
 //      exist before the conv runs. The fused nodes then share the conv's buffer.
-//   4. buffers: every node's output is a "buffer"; flatten and dropout alias their input (they
+//   5. buffers: every node's output is a "buffer"; flatten and dropout alias their input (they
 //      do not change data), relu / batchnorm / add write in place when their input has no other
 //      reader. Each buffer lives from the node that writes it to its last reader; buffers are
 //      packed into one arena so that the peak is the largest set alive at once, not their sum.
-//   5. run: nodes in file order (a topological order), each with its op's kernel, each output
+//   6. run: nodes in file order (a topological order), each with its op's kernel, each output
 //      handed to the caller's tap right after it is computed.
 //
 // Dims legend: N batch, C/H/W input of a node, K/OH/OW its output (node->c, h, w).
@@ -26,6 +28,7 @@
 
 #include "model.h"
 #include "ops.h"
+#include "ops/winograd.h"
 
 #define NO_BUFFER (-1)
 #define LIVES_FOREVER 0x7fffffff
@@ -54,6 +57,7 @@ struct cnn_session {
     const float **weight;      // [n_nodes] conv/linear weights actually used (folded or not)
     const float **bias;        // [n_nodes]
     float *folded_params;      // slab holding folded conv weights and biases
+    float **winograd_u;        // [n_nodes] conv: its Winograd-transformed weights, or NULL
     int n_buffers;
     buffer_plan *buffers;      // [n_buffers]
     float *arena;
@@ -69,6 +73,7 @@ cnn_session_options cnn_session_defaults(void) {
     o.stop_after = -1;
     o.fold_bn = 1;
     o.fuse_epilogues = 1;
+    o.winograd = 1;
     return o;
 }
 
@@ -91,6 +96,9 @@ void cnn_session_free(cnn_session *s) {
     free(s->weight);
     free(s->bias);
     free(s->folded_params);
+    if (s->winograd_u)
+        for (int i = 0; i < s->model->n_nodes; i++) free(s->winograd_u[i]);
+    free(s->winograd_u);
     free(s->buffers);
     free(s->arena);
     free(s->workspace);
@@ -180,6 +188,24 @@ static cnn_status fold_batchnorms(cnn_session *s, const int *readers, int fold) 
         s->weight[c] = w;
         s->bias[c] = b;
         p = b + conv->c;
+    }
+    return CNN_OK;
+}
+
+// Transforms the weights (after batch norm folding) of every conv that suits Winograd.
+static cnn_status prepare_winograd(cnn_session *s) {
+    const cnn_model *m = s->model;
+    if (!s->opt.winograd || s->opt.reference) return CNN_OK;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const cnn_node *nd = &m->nodes[i];
+        if (!s->needed[i] || nd->op != CNN_OP_CONV2D) continue;
+        const cnn_node *in = &m->nodes[nd->inputs[0]];
+        if (!conv2d_winograd_suits(in->c, nd->c, nd->h, nd->w, &nd->window)) continue;
+        s->winograd_u[i] = malloc(winograd_weight_floats(nd->c, in->c) * sizeof(float));
+        if (!s->winograd_u[i])
+            return cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory for its Winograd weights",
+                            m->path, nd->name);
+        winograd_transform_weights(s->winograd_u[i], s->weight[i], nd->c, in->c);
     }
     return CNN_OK;
 }
@@ -311,6 +337,8 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
             return cnn_fail(CNN_ERR_ARG, "%s: kept node %d out of range (%d nodes)", m->path,
                             o.keep[k], m->n_nodes);
     if (env_flag("CNNSCOPE_REFERENCE")) o.reference = 1;
+    const char *winograd_env = getenv("CNNSCOPE_WINOGRAD");
+    if (winograd_env && strcmp(winograd_env, "0") == 0) o.winograd = 0;
 
     cnn_session *s = calloc(1, sizeof *s);
     int nn = m->n_nodes;
@@ -327,6 +355,7 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
         s->hidden = calloc((size_t)nn, 1);
         s->residual_of = calloc((size_t)nn, sizeof(int));
         s->relu_of = calloc((size_t)nn, 1);
+        s->winograd_u = calloc((size_t)nn, sizeof(float *));
         s->buffer_of = calloc((size_t)nn, sizeof(int));
         s->weight = calloc((size_t)nn, sizeof(float *));
         s->bias = calloc((size_t)nn, sizeof(float *));
@@ -334,7 +363,7 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
         s->tensors = calloc((size_t)nn, sizeof(cnn_tensor));
     }
     if (!s || !readers || !s->needed || !s->kept || !s->computed || !s->folded ||
-        !s->absorbed_by || !s->hidden || !s->residual_of || !s->relu_of ||
+        !s->absorbed_by || !s->hidden || !s->residual_of || !s->relu_of || !s->winograd_u ||
         !s->buffer_of || !s->weight || !s->bias || !s->buffers || !s->tensors) {
         free(readers);
         cnn_session_free(s);
@@ -351,6 +380,7 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
                             m->path, m->nodes[i].name, m->nodes[i].h, m->nodes[i].w);
         }
     cnn_status st = fold_batchnorms(s, readers, o.fold_bn && !o.keep_all);
+    if (st == CNN_OK) st = prepare_winograd(s);
     if (st != CNN_OK) {
         free(readers);
         cnn_session_free(s);
@@ -369,7 +399,10 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
         const cnn_node *nd = &m->nodes[i];
         if (!s->needed[i] || nd->op != CNN_OP_CONV2D) continue;
         const cnn_node *in = &m->nodes[nd->inputs[0]];
-        size_t w = conv2d_workspace_floats(in->c, in->h, in->w, nd->h, nd->w, &nd->window);
+        size_t w = s->winograd_u[i] ? winograd_workspace_floats(batch, in->c, in->h, in->w, nd->c,
+                                                                 nd->h, nd->w)
+                                    : conv2d_workspace_floats(in->c, in->h, in->w, nd->h, nd->w,
+                                                              &nd->window);
         if (w > ws) ws = w;
     }
     s->workspace_floats = ws;
@@ -409,6 +442,7 @@ static void run_node(cnn_session *s, int i, int n) {
     const float *x = nd->n_inputs > 0 ? s->tensors[nd->inputs[0]].data : NULL;
     size_t count = node_floats(nd, n);
     int ref = s->opt.reference;
+    const float *residual = s->residual_of[i] >= 0 ? s->tensors[s->residual_of[i]].data : NULL;
     switch (nd->op) {
     case CNN_OP_INPUT:
         break;
@@ -416,12 +450,15 @@ static void run_node(cnn_session *s, int i, int n) {
         if (ref)
             conv2d_forward_ref(out, x, s->weight[i], s->bias[i], n, a->c, a->h, a->w, nd->c,
                                nd->h, nd->w, &nd->window);
+        else if (s->winograd_u[i])
+            winograd_conv2d_forward(out, x, s->winograd_u[i], s->bias[i], n, a->c, a->h, a->w,
+                                    nd->c, nd->h, nd->w, nd->window.padding[0],
+                                    nd->window.padding[1], residual, s->relu_of[i],
+                                    s->workspace);
         else
             conv2d_forward_fused(out, x, s->weight[i], s->bias[i], n, a->c, a->h, a->w, nd->c,
-                                 nd->h, nd->w, &nd->window,
-                                 s->residual_of[i] >= 0 ? s->tensors[s->residual_of[i]].data
-                                                        : NULL,
-                                 s->relu_of[i], s->workspace);
+                                 nd->h, nd->w, &nd->window, residual, s->relu_of[i],
+                                 s->workspace);
         break;
     case CNN_OP_BATCHNORM:
         if (s->folded[nd->inputs[0]]) break;   // already applied by the conv
@@ -433,7 +470,10 @@ static void run_node(cnn_session *s, int i, int n) {
         relu_forward_ref(out, x, count);
         break;
     case CNN_OP_MAXPOOL:
-        maxpool_forward_ref(out, x, n, a->c, a->h, a->w, nd->h, nd->w, &nd->window);
+        if (ref)
+            maxpool_forward_ref(out, x, n, a->c, a->h, a->w, nd->h, nd->w, &nd->window);
+        else
+            maxpool_forward(out, x, n, a->c, a->h, a->w, nd->h, nd->w, &nd->window);
         break;
     case CNN_OP_AVGPOOL:
         avgpool_forward_ref(out, x, n, a->c, a->h, a->w, nd->h, nd->w, &nd->window);

@@ -32,7 +32,7 @@ for variant in "gcc 0 gcc-noomp" "clang 1 clang-omp"; do
   echo "== make CC=$cc OPENMP=$omp BUILD=$dir"
   start=$(date +%s)
   if ! make -j2 --no-print-directory CC="$cc" OPENMP="$omp" BUILD="$dir" all >"$tmp/make.log" 2>&1; then
-    grep -E "error|warning" "$tmp/make.log" | head -n 20
+    grep -E "error:|warning:" "$tmp/make.log" | head -n 20
     tail -n 5 "$tmp/make.log"
     fail "make CC=$cc OPENMP=$omp"
   fi

@@ -79,6 +79,17 @@ static int im2col_stored(int C, int OH, int OW, const cnn_window *win) {
     return conv2d_path(C, win) == CONV_IM2COL_GEMM && floats <= IM2COL_STORED_MAX;
 }
 
+// Where Winograd pays (bench/winograd_bench.c, one thread): ~1.7x on 28x28 to 112x112 maps
+// with 128-512 channels, 1.1-1.2x at 56x56x64 and 224x224x64; at 14x14 (16 tiles) it breaks
+// even and at 7x7 it is 2.5x slower (the transformed weights dominate). Few channels: the
+// transforms dominate.
+int conv2d_winograd_suits(int C, int K, int OH, int OW, const cnn_window *win) {
+    int tiles = ((OH + 3) / 4) * ((OW + 3) / 4);
+    return win->kernel[0] == 3 && win->kernel[1] == 3 && win->stride[0] == 1 &&
+           win->stride[1] == 1 && win->dilation[0] == 1 && win->dilation[1] == 1 &&
+           win->groups == 1 && C >= 32 && K >= 32 && tiles >= 49;
+}
+
 size_t conv2d_workspace_floats(int C, int H, int W, int OH, int OW, const cnn_window *win) {
     (void)H; (void)W;
     if (!im2col_stored(C, OH, OW, win)) return 0;

@@ -4,9 +4,10 @@
 // (from the kernel table, engine/kernels/kernels.h); a tile is the block of C one task owns.
 //
 // A small Goto-style blocking around a SIMD micro-kernel picked at run time (dispatch.c):
-//   - C is cut into tiles (up to 512 x 512, multiples of MR x NR; at least MIN_TILES of them).
-//     Tiles are independent, so OpenMP hands them out to threads; each element of C belongs to
-//     one tile, so no sum is ever split.
+//   - C is cut into tiles (up to 512 x 512, multiples of MR x NR; at least MIN_TILES of them
+//     when several threads share the product, else as few as possible: every extra band of
+//     rows packs B again). Tiles are independent, so OpenMP hands them out to threads; each
+//     element of C belongs to one tile, so no sum is ever split.
 //   - Inside a tile, K is walked in slices of KC. For each slice the tile's block of B is
 //     packed into NR-wide column panels ((kc, NR) each, zero-padded past N), then each MR-row
 //     sliver of A is packed ((MR, kc), zero-padded past M) and run against every panel. The
@@ -17,11 +18,15 @@
 //   - B is a stored matrix, or comes row by row from a function (sgemm_rows: a conv's im2col
 //     rows, gathered straight into the panels). After the last slice of K, the optional
 //     epilogue (residual add, relu) runs on each sliver's rows while they are still in cache.
-// Tile and slice sizes depend on the problem shape and the kernel table only, never on the
-// thread count (or on whether a buffer could be allocated), so for a given ISA the result is
-// bit-identical for any number of threads.
+// Each element of C is summed the same way whatever the tiles: over p in slices of kc (a
+// function of K and the kernel table only), each slice in order by one kernel call, then added
+// to C. So for a given ISA the result is bit-identical for any number of threads, any tile
+// size, and with or without the large packing buffer.
 #include <assert.h>
 #include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <string.h>
 #include "gemm.h"
 #include "kernels/kernels.h"
@@ -183,14 +188,22 @@ static void sgemm_run(int M, int N, int K, const float *A, int lda, const b_sour
     const cnn_kernel_table *kt = cnn_kernels();
     const int MR = kt->mr, NR = kt->nr;
     // Tile sizes: as large as allowed (a 512 x 512 tile packs each slice of B and each sliver of
-    // A once for many kernel calls), then split until there are MIN_TILES tiles to share out.
+    // A once for many kernel calls), then split until there are MIN_TILES tiles to share out,
+    // if there is more than one thread to share them (inside a parallel region, e.g. one of
+    // Winograd's 36 products, this call runs serially).
+    int min_tiles = MIN_TILES;
+#ifdef _OPENMP
+    if (omp_in_parallel() || omp_get_max_threads() == 1) min_tiles = 1;
+#else
+    min_tiles = 1;
+#endif
     // Each extra band of rows reads and packs all of B once more, each extra column of tiles
     // all of A: split the side where that costs fewer floats.
     int tile_m = round_up(M < TILE_MAX ? M : TILE_MAX, MR);
     int tile_n = round_up(N < TILE_MAX ? N : TILE_MAX, NR);
     for (;;) {
         int bands = ceil_div(M, tile_m), columns = ceil_div(N, tile_n);
-        if ((long)bands * columns >= MIN_TILES) break;
+        if ((long)bands * columns >= min_tiles) break;
         int half_m = round_up(ceil_div(tile_m, 2), MR), half_n = round_up(ceil_div(tile_n, 2), NR);
         int can_split_m = tile_m >= 4 * MR, can_split_n = tile_n >= 4 * NR;
         if (!can_split_m && !can_split_n) break;

@@ -46,6 +46,70 @@ void maxpool_forward_ref(float *out, const float *inp, int N, int C, int H, int 
     }
 }
 
+// The fast path: a max over a window is a max over its rows of a max over its columns. For each
+// output row, the element-wise max of the window's input rows is taken first (runs of 8
+// independent lanes, which the compiler vectorises), then each output takes the max of its
+// taps along that one row. Max is exact, so the result is the reference's (a NaN still wins).
+enum { MAXPOOL_CHUNK = 512 };   // columns of the row max per pass (a stack buffer)
+
+static inline float max_or_nan(float m, float v) {
+    return v > m || v != v ? v : m;
+}
+
+void maxpool_forward(float *out, const float *inp, int N, int C, int H, int W, int OH, int OW,
+                     const cnn_window *win) {
+    // out is (N,C,OH,OW), inp is (N,C,H,W)
+    int kh = win->kernel[0], kw = win->kernel[1];
+    int sh = win->stride[0], sw = win->stride[1];
+    int dh = win->dilation[0], dw = win->dilation[1];
+    if ((kw - 1) * dw + 1 > MAXPOOL_CHUNK) {   // a window wider than a chunk: not worth a path
+        maxpool_forward_ref(out, inp, N, C, H, W, OH, OW, win);
+        return;
+    }
+    int planes = N * C;
+    #pragma omp parallel for schedule(static) if ((size_t)planes * OH * OW > 16384)
+    for (int plane = 0; plane < planes; plane++) {
+        const float *in_p = inp + (size_t)plane * H * W;
+        float *out_p = out + (size_t)plane * OH * OW;
+        float row_max[MAXPOOL_CHUNK];
+        for (int oy = 0; oy < OH; oy++) {
+            int y0 = oy * sh - win->padding[0];
+            int y1 = y0 + (kh - 1) * dh + 1;        // one past the last tap
+            if (y1 > H) y1 = H;
+            while (y0 < 0) y0 += dh;                // first tap inside the input
+            // Output columns in chunks whose taps span at most MAXPOOL_CHUNK input columns.
+            int per_chunk = (MAXPOOL_CHUNK - (kw - 1) * dw - 1) / sw + 1;
+            for (int ox0 = 0; ox0 < OW; ox0 += per_chunk) {
+                int ox1 = ox0 + per_chunk < OW ? ox0 + per_chunk : OW;
+                int c0 = ox0 * sw - win->padding[1];             // input columns [c0, c1)
+                int c1 = (ox1 - 1) * sw - win->padding[1] + (kw - 1) * dw + 1;
+                if (c0 < 0) c0 = 0;
+                if (c1 > W) c1 = W;
+                int n = c1 > c0 ? c1 - c0 : 0;
+                for (int x = 0; x < n; x++) row_max[x] = -INFINITY;
+                for (int y = y0; y < y1; y += dh) {
+                    const float *src = in_p + (size_t)y * W + c0;
+                    int x = 0;
+                    for (; x + 8 <= n; x += 8) {
+                        for (int j = 0; j < 8; j++)
+                            row_max[x + j] = max_or_nan(row_max[x + j], src[x + j]);
+                    }
+                    for (; x < n; x++) row_max[x] = max_or_nan(row_max[x], src[x]);
+                }
+                for (int ox = ox0; ox < ox1; ox++) {
+                    int x0 = ox * sw - win->padding[1];
+                    int x1 = x0 + (kw - 1) * dw + 1;
+                    if (x1 > W) x1 = W;
+                    while (x0 < 0) x0 += dw;
+                    float max = -INFINITY;
+                    for (int x = x0; x < x1; x += dw) max = max_or_nan(max, row_max[x - c0]);
+                    out_p[(size_t)oy * OW + ox] = max;
+                }
+            }
+        }
+    }
+}
+
 // avgpool (no dilation): the window [start, start + kernel) is first clipped to the input plus
 // its padding, [-pad, in + pad) (only bites in ceil_mode, where the last window may hang past
 // the right padding); that clipped size is the divisor when count_include_pad. Then it is

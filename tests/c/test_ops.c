@@ -5,6 +5,7 @@
 // 2. Fast paths against their references on seeded random shapes: conv2d (odd sizes, tails,
 //    strides 1-3, padding 0-3, dilation 1-2, groups 1/2/depthwise, batch 1-3, kernels
 //    1,3,5,7,11 and non-square), linear and sgemm. Tolerance max(1e-5, 1e-4*|ref|) per element.
+//    maxpool's fast path: bit-identical to its reference (NaN and -inf inputs included).
 // 3. With OpenMP: the fast paths give bit-identical results on 1 and 2 threads.
 //
 // Exit status 0 = all passed; every failure prints the op, the shape, the parameters and the
@@ -202,6 +203,47 @@ static void test_pool_by_hand(void) {
     // to 1x1: the mean of everything, (0+...+4)*5/25 + 10*(0+...+4)*5/25 = 2 + 20
     adaptive_avgpool_forward_ref(out, grid, 1, 1, 5, 5, 1, 1);
     expect_values("adaptive_avgpool 5->1", out, (const float[]){22}, 1);
+}
+
+// maxpool_forward against maxpool_forward_ref on random windows (kernel 1-5, stride 1-3,
+// padding up to half the kernel, dilation 1-2, ceil_mode, planes up to 600 wide so the row is
+// cut in chunks), with NaN and -inf among the inputs: every output must be bit-identical.
+static void test_maxpool_fast(void) {
+    int passed = 0, cases = 60;
+    for (int i = 0; i < cases; i++) {
+        cnn_window win = {0};
+        for (int a = 0; a < 2; a++) {
+            win.kernel[a] = rng_int(1, 5);
+            win.stride[a] = rng_int(1, 3);
+            win.padding[a] = rng_int(0, win.kernel[a] / 2);
+            win.dilation[a] = rng_int(1, 2);
+        }
+        win.ceil_mode = rng_int(0, 1);
+        int N = rng_int(1, 2), C = rng_int(1, 4), H = rng_int(1, 20);
+        int W = i < 4 ? rng_int(520, 600) : rng_int(1, 40);
+        int OH = window_out_size(H, win.kernel[0], win.stride[0], win.padding[0],
+                                 win.dilation[0], win.ceil_mode);
+        int OW = window_out_size(W, win.kernel[1], win.stride[1], win.padding[1],
+                                 win.dilation[1], win.ceil_mode);
+        if (OH < 1 || OW < 1) { passed++; continue; }
+        size_t n_in = (size_t)N * C * H * W, n_out = (size_t)N * C * OH * OW;
+        float *inp = random_array(n_in, 1.0f);
+        for (int k = 0; k < 3; k++) inp[rng_next() % n_in] = k == 0 ? NAN : -INFINITY;
+        float *ref = xmalloc(n_out * sizeof(float)), *fast = xmalloc(n_out * sizeof(float));
+        maxpool_forward_ref(ref, inp, N, C, H, W, OH, OW, &win);
+        maxpool_forward(fast, inp, N, C, H, W, OH, OW, &win);
+        if (memcmp(ref, fast, n_out * sizeof(float)) == 0) {
+            passed++;
+        } else {
+            printf("FAIL maxpool_forward vs ref: [%d,%d,%d,%d] kernel %dx%d stride %d,%d padding "
+                   "%d,%d dilation %d,%d ceil_mode %d\n", N, C, H, W, win.kernel[0],
+                   win.kernel[1], win.stride[0], win.stride[1], win.padding[0], win.padding[1],
+                   win.dilation[0], win.dilation[1], win.ceil_mode);
+            failures++;
+        }
+        free(inp); free(ref); free(fast);
+    }
+    printf("maxpool fast vs ref: %d/%d random cases bit-identical\n", passed, cases);
 }
 
 static void test_small_ops_by_hand(void) {
@@ -509,6 +551,7 @@ static void test_thread_independence(void) {
 int main(void) {
     test_conv_by_hand();
     test_pool_by_hand();
+    test_maxpool_fast();
     test_small_ops_by_hand();
     test_shortcut_by_hand();
     test_batchnorm_fold();

@@ -1,0 +1,333 @@
+// winograd.c - 3x3 stride-1 convolution by Winograd's minimal filtering algorithm F(4x4, 3x3),
+// NCHW float32. The method and the matrices are those of Lavin & Gray, "Fast Algorithms for
+// Convolutional Neural Networks" (CVPR 2016, arXiv:1509.09308, 2015); the code is written from
+// the derivation below.
+//
+// Dims: N batch, C channels in, H,W input size, K channels out, OH,OW output size, P tiles per
+// image, T tiles in a block, Tp = T rounded up to LANES (the row length of the workspace).
+//
+// ---- The 1-D algorithm F(m=4, r=3) ---------------------------------------------------------
+// Four outputs of a 3-tap correlation, y[i] = d[i]*g[0] + d[i+1]*g[1] + d[i+2]*g[2] for
+// i = 0..3, read 6 inputs d[0..5]. Winograd computes them with 6 multiplies instead of 12:
+//
+//     y = A^T [ (G g) * (B^T d) ]        (* elementwise; G is 6x3, B^T 6x6, A^T 4x6)
+//
+// The matrices come from polynomial interpolation at n = m + r - 1 = 6 points. We use the
+// finite points p = 0, 1, -1, 2, -2 and the point "infinity" (which stands for the leading
+// coefficient); small integers keep the coefficients (and the rounding error) small.
+// With the finite points q_1..q_5 and M_p(x) = prod_{q != p} (x - q):
+//   - G, row p: the filter polynomial g(x) = g0 + g1 x + g2 x^2 evaluated at p, divided by
+//     M_p(p) (the Lagrange denominator); row "infinity" is g2.
+//   - B^T, row p: the coefficients (x^0 .. x^5) of M_p(x); row "infinity": those of
+//     prod_q (x - q) = x^5 - 5x^3 + 4x.
+//   - A^T, column p: the powers p^0 .. p^3; column "infinity": (0, 0, 0, 1).
+// (It is the transpose of Toom-Cook's convolution algorithm: that one evaluates both factors at
+// the points, multiplies, and interpolates the product back; a correlation is the transposed
+// linear map, so evaluation and interpolation trade places between d and y.) Worked out:
+//
+//   p:       0     1     -1     2     -2    inf         M_p(p): 4, -6, -6, 24, 24
+//
+//   G   = [  1/4     0      0   ]     B^T = [ 4   0  -5   0   1   0 ]    A^T = [ 1  1  1  1  1  0 ]
+//         [ -1/6  -1/6   -1/6   ]           [ 0  -4  -4   1   1   0 ]          [ 0  1 -1  2 -2  0 ]
+//         [ -1/6   1/6   -1/6   ]           [ 0   4  -4  -1   1   0 ]          [ 0  1  1  4  4  0 ]
+//         [ 1/24  1/12    1/6   ]           [ 0  -2  -1   2   1   0 ]          [ 0  1 -1  8 -8  1 ]
+//         [ 1/24 -1/12    1/6   ]           [ 0   2  -1  -2   1   0 ]
+//         [   0     0      1    ]           [ 0   4   0  -5   0   1 ]
+//
+// e.g. B^T row 0 = coefficients of (x-1)(x+1)(x-2)(x+2) = x^4 - 5x^2 + 4, and
+// G row 1 = g(1) / M_1(1) = (g0 + g1 + g2) / ((1-0)(1+1)(1-2)(1+2)) = -(g0 + g1 + g2) / 6.
+//
+// ---- 2-D: F(4x4, 3x3) and convolution as 36 GEMMs ------------------------------------------
+// Nesting the 1-D algorithm along both axes, a 4x4 block of outputs ("tile") of one (k, c)
+// pair is Y = A^T [ (G g G^T) * (B^T d B) ] A, d the 6x6 input patch under the tile (tiles
+// start every 4 pixels, so neighbouring patches overlap by 2). Summing over c commutes with
+// A^T . A, so for every tile t and each of the 36 positions xi of the 6x6 transformed tile:
+//
+//     M[xi][k][t] = sum_c U[xi][k][c] * V[xi][c][t]     U = G g G^T, V = B^T d B
+//
+// i.e. 36 independent matrix products [K x C] @ [C x T], done by the engine's sgemm.
+// Then out tile = A^T M[.][k][t] A (+ bias, ReLU).
+//
+// ---- Data layout and blocking --------------------------------------------------------------
+//   U [36][K][C]     weights, transformed once at load (winograd_transform_weights)
+//   V [36][C][Tp]    transformed input patches of one block of T tiles
+//   M [36][K][Tp]    the 36 products for that block
+// The tiles of all N images are numbered t = n*P + ty*tiles_w + tx and cut into blocks of T
+// (block_tiles): the workspace holds V and M of one block, at most WINOGRAD_BLOCK_BYTES
+// unless a block must be larger to keep the GEMMs efficient (>= MIN_BLOCK_TILES tiles).
+// The transforms work on LANES = 16 tiles at once, each tile in one lane of a float[16], so
+// every step is a loop of 16 independent operations that gcc -O2 vectorises; each
+// transformed value goes to V or comes from M as a contiguous run of 16 floats. When the 16
+// tiles are whole and lie side by side in one row of tiles, the patches are gathered and the
+// results stored row by row (contiguous runs of 64 floats); other groups (image edges,
+// padding, partial tiles, a row of tiles ending) go tile by tile with bounds checks.
+//
+// Threads: each step is parallel over independent pieces (input transform over (channel,
+// group of 16 tiles), the 36 GEMMs over xi, output transform over (output channel, group)), and
+// every value is computed by exactly one thread in a fixed order, so the result does not
+// depend on the thread count. Without OpenMP the pragmas are ignored and it runs serially.
+#include <string.h>
+#include "gemm.h"
+#include "winograd.h"
+
+enum {
+    TILE = 4,                  // outputs per tile along each axis (m)
+    PATCH = 6,                 // inputs per patch along each axis (m + r - 1)
+    POSITIONS = PATCH * PATCH, // 36 entries of a transformed tile = 36 GEMMs
+    LANES = 16,                // tiles transformed together (one float[16] per value)
+    MIN_BLOCK_TILES = 64,      // smallest block worth a round of 36 GEMMs (see block_tiles)
+    BLOCK_ALIGN = 32,          // block sizes are multiples of the GEMM's widest column panel
+};
+
+// Budget for V + M of one block: 448 tiles of VGG-16's 224x224 layers (C = K = 64). Measured
+// on one core (2 MB L2): 1 to 16 MB run equally fast (each GEMM has hundreds of columns
+// either way, and the transforms stream); 32 MB was slower on the 224x224 layer.
+#define WINOGRAD_BLOCK_BYTES ((size_t)8 << 20)
+
+static int round_up(int x, int multiple) {
+    return (x + multiple - 1) / multiple * multiple;
+}
+
+// Tiles per block: as many as fit the budget (a multiple of BLOCK_ALIGN, at least
+// MIN_BLOCK_TILES, since with very few tiles per GEMM the weights U dominate the traffic),
+// and never more than there are. Depends on the shape only, never on the thread count.
+static int block_tiles(int N, int C, int K, int OH, int OW) {
+    long total = (long)N * ((OH + TILE - 1) / TILE) * ((OW + TILE - 1) / TILE);
+    size_t per_tile = (size_t)POSITIONS * (size_t)(C + K) * sizeof(float);
+    long fit = (long)(WINOGRAD_BLOCK_BYTES / per_tile) / BLOCK_ALIGN * BLOCK_ALIGN;
+    if (fit < MIN_BLOCK_TILES) fit = MIN_BLOCK_TILES;
+    return (int)(total < fit ? total : fit);
+}
+
+size_t winograd_weight_floats(int K, int C) {
+    return (size_t)POSITIONS * K * C;
+}
+
+size_t winograd_workspace_floats(int N, int C, int H, int W, int K, int OH, int OW) {
+    (void)H; (void)W;
+    if (N <= 0 || OH <= 0 || OW <= 0) return 0;
+    int Tp = round_up(block_tiles(N, C, K, OH, OW), LANES);
+    return (size_t)POSITIONS * (size_t)(C + K) * (size_t)Tp;
+}
+
+// ---- weights: U = G g G^T --------------------------------------------------------------------
+
+// u[0..5] = G x for x[0..2] (one column or row of the filter). In double: it runs once per
+// model, and the 1/6 and 1/24 then cost one rounding (to float, at the end) instead of several.
+static void weight_1d(double u[PATCH], const double x[3]) {
+    u[0] = x[0] / 4;
+    u[1] = -(x[0] + x[1] + x[2]) / 6;
+    u[2] = -(x[0] - x[1] + x[2]) / 6;
+    u[3] = (x[0] + 2 * x[1] + 4 * x[2]) / 24;
+    u[4] = (x[0] - 2 * x[1] + 4 * x[2]) / 24;
+    u[5] = x[2];
+}
+
+void winograd_transform_weights(float *U, const float *weight, int K, int C) {
+    // U is (36,K,C), weight is (K,C,3,3)
+    #pragma omp parallel for schedule(static)
+    for (int k = 0; k < K; k++) {
+        for (int c = 0; c < C; c++) {
+            const float *g = weight + ((size_t)k * C + c) * 9;
+            double gG[3][PATCH];   // gG = g G^T: row r is G applied to row r of g
+            for (int r = 0; r < 3; r++) {
+                double row[3] = {g[r * 3 + 0], g[r * 3 + 1], g[r * 3 + 2]};
+                weight_1d(gG[r], row);
+            }
+            for (int j = 0; j < PATCH; j++) {   // column j of g G^T, then G on the left
+                double col[3] = {gG[0][j], gG[1][j], gG[2][j]}, u[PATCH];
+                weight_1d(u, col);
+                for (int i = 0; i < PATCH; i++) {
+                    U[((size_t)(i * PATCH + j) * K + k) * C + c] = (float)u[i];
+                }
+            }
+        }
+    }
+}
+
+// ---- input: V = B^T d B --------------------------------------------------------------------
+
+// y_i = (B^T x)_i for 16 lanes: x_j is x[j*xs + l], y_i goes to y[i*ys + l]. With the strides
+// known after inlining, each line is a vector operation on 16 tiles.
+static inline void input_1d(float *restrict y, size_t ys, const float *restrict x, size_t xs) {
+    for (int l = 0; l < LANES; l++) {
+        float x0 = x[0 * xs + l], x1 = x[1 * xs + l], x2 = x[2 * xs + l];
+        float x3 = x[3 * xs + l], x4 = x[4 * xs + l], x5 = x[5 * xs + l];
+        y[0 * ys + l] = 4 * x0 - 5 * x2 + x4;
+        y[1 * ys + l] = (x3 + x4) - 4 * (x1 + x2);
+        y[2 * ys + l] = (x4 - x3) + 4 * (x1 - x2);
+        y[3 * ys + l] = (x4 - x2) + 2 * (x3 - x1);
+        y[4 * ys + l] = (x4 - x2) - 2 * (x3 - x1);
+        y[5 * ys + l] = 4 * x1 - 5 * x3 + x5;
+    }
+}
+
+// The geometry shared by both transforms.
+typedef struct {
+    int N, C, H, W, K, OH, OW, pad_h, pad_w;
+    int tiles_w, P;   // tiles per row of tiles, per image
+} conv_geom;
+
+// The position of tile t: image n, top-left output pixel (y, x); step() moves to tile t + 1.
+typedef struct {
+    int n, y, x;
+} tile_pos;
+
+static tile_pos tile_at(long t, const conv_geom *g) {
+    int in_image = (int)(t % g->P);
+    return (tile_pos){(int)(t / g->P), in_image / g->tiles_w * TILE, in_image % g->tiles_w * TILE};
+}
+
+static void step(tile_pos *p, const conv_geom *g) {
+    p->x += TILE;
+    if (p->x < g->OW) return;
+    p->x = 0;
+    p->y += TILE;
+    if (p->y < g->OH) return;
+    p->y = 0;
+    p->n++;
+}
+
+// d[i*6 + j][l] = input pixel (i, j) of the patch of tile `t0 + l` in channel c, 0 outside
+// the image; lanes past t_end (the end of the block) are zero.
+static void gather_patches(float d[POSITIONS][LANES], const float *inp, int c, long t0,
+                           long t_end, const conv_geom *g) {
+    tile_pos p = tile_at(t0, g);
+    for (int l = 0; l < LANES; l++, step(&p, g)) {
+        int y0 = p.y - g->pad_h, x0 = p.x - g->pad_w;   // the patch's top-left input pixel
+        const float *plane = inp + ((size_t)p.n * g->C + c) * g->H * g->W;
+        if (t0 + l < t_end && y0 >= 0 && y0 + PATCH <= g->H && x0 >= 0 && x0 + PATCH <= g->W) {
+            const float *src = plane + (size_t)y0 * g->W + x0;   // inside: no checks
+            for (int i = 0; i < PATCH; i++) {
+                for (int j = 0; j < PATCH; j++) d[i * PATCH + j][l] = src[(size_t)i * g->W + j];
+            }
+            continue;
+        }
+        // At an edge (or past the block): zeros, then the rows and columns inside the image.
+        for (int e = 0; e < POSITIONS; e++) d[e][l] = 0.0f;
+        if (t0 + l >= t_end) continue;
+        int i_lo = y0 < 0 ? -y0 : 0, i_hi = g->H - y0 < PATCH ? g->H - y0 : PATCH;
+        int j_lo = x0 < 0 ? -x0 : 0, j_hi = g->W - x0 < PATCH ? g->W - x0 : PATCH;
+        for (int i = i_lo; i < i_hi; i++) {
+            for (int j = j_lo; j < j_hi; j++) {
+                d[i * PATCH + j][l] = plane[(size_t)(y0 + i) * g->W + x0 + j];
+            }
+        }
+    }
+}
+
+// V[xi][c][0..Tp) for the block of tiles [t0, t0 + T), every channel.
+static void input_transform(float *V, const float *inp, long t0, int T, int Tp,
+                            const conv_geom *g) {
+    int groups = Tp / LANES;
+    size_t vs = (size_t)g->C * Tp;   // between two positions xi of V
+    #pragma omp parallel for schedule(static)
+    for (int task = 0; task < g->C * groups; task++) {
+        int c = task / groups, lane0 = task % groups * LANES;
+        _Alignas(64) float d[POSITIONS][LANES], bd[POSITIONS][LANES];
+        gather_patches(d, inp, c, t0 + lane0, t0 + T, g);
+        // columns: bd = B^T d (row i of bd from the 6 rows of d) ...
+        for (int j = 0; j < PATCH; j++) input_1d(&bd[j][0], PATCH * LANES, &d[j][0], PATCH * LANES);
+        // ... rows: V = bd B, row i of the result holds positions xi = 6i .. 6i+5
+        float *v = V + (size_t)c * Tp + lane0;
+        for (int i = 0; i < PATCH; i++) {
+            input_1d(v + (size_t)i * PATCH * vs, vs, &bd[i * PATCH][0], LANES);
+        }
+    }
+}
+
+// ---- output: Y = A^T M A -------------------------------------------------------------------
+
+// y_i = (A^T x)_i for 16 lanes, i = 0..3; strides as in input_1d.
+static inline void output_1d(float *restrict y, size_t ys, const float *restrict x, size_t xs) {
+    for (int l = 0; l < LANES; l++) {
+        float x0 = x[0 * xs + l], x5 = x[5 * xs + l];
+        float a = x[1 * xs + l] + x[2 * xs + l], b = x[1 * xs + l] - x[2 * xs + l];
+        float c = x[3 * xs + l] + x[4 * xs + l], e = x[3 * xs + l] - x[4 * xs + l];
+        y[0 * ys + l] = x0 + a + c;
+        y[1 * ys + l] = b + 2 * e;
+        y[2 * ys + l] = a + 4 * c;
+        y[3 * ys + l] = b + 8 * e + x5;
+    }
+}
+
+// The fused epilogue of one output value: + residual (if any), then ReLU as relu_forward_ref
+// (NaN stays NaN); the order of separate add and relu passes.
+static inline float finish(float v, const float *residual, size_t at, int relu) {
+    if (residual) v += residual[at];
+    return relu && v < 0.0f ? 0.0f : v;
+}
+
+// Writes y[a*4 + b][l] (output pixel (a, b) of tile t0 + l, channel k) into out, clipped to
+// the output at the right and bottom edges, through the epilogue; lanes past t_end are dropped.
+static void scatter_tiles(float *out, const float y[TILE * TILE][LANES], int k, long t0,
+                          long t_end, const float *residual, int relu, const conv_geom *g) {
+    tile_pos p = tile_at(t0, g);
+    for (int l = 0; l < LANES && t0 + l < t_end; l++, step(&p, g)) {
+        size_t at = (((size_t)p.n * g->K + k) * g->OH + p.y) * g->OW + p.x;
+        int rows = g->OH - p.y < TILE ? g->OH - p.y : TILE;   // clipped at the edges
+        int cols = g->OW - p.x < TILE ? g->OW - p.x : TILE;
+        for (int a = 0; a < rows; a++) {
+            for (int b = 0; b < cols; b++) {
+                size_t o = at + (size_t)a * g->OW + b;
+                out[o] = finish(y[a * TILE + b][l], residual, o, relu);
+            }
+        }
+    }
+}
+
+// out for the block of tiles [t0, t0 + T) from M, every output channel; + bias, + residual,
+// ReLU.
+static void output_transform(float *out, const float *M, const float *bias,
+                             const float *residual, int relu, long t0, int T, int Tp,
+                             const conv_geom *g) {
+    int groups = Tp / LANES;
+    size_t ms = (size_t)g->K * Tp;   // between two positions xi of M
+    #pragma omp parallel for schedule(static)
+    for (int task = 0; task < g->K * groups; task++) {
+        int k = task / groups, lane0 = task % groups * LANES;
+        const float *m = M + (size_t)k * Tp + lane0;
+        _Alignas(64) float am[TILE][PATCH][LANES], y[TILE * TILE][LANES];
+        // columns: am = A^T M (4 x 6), column j from positions xi = j, 6 + j, ..., 30 + j ...
+        for (int j = 0; j < PATCH; j++) output_1d(&am[0][j][0], PATCH * LANES, m + j * ms, PATCH * ms);
+        // ... rows: y = am A (4 x 4)
+        for (int a = 0; a < TILE; a++) output_1d(&y[a * TILE][0], LANES, &am[a][0][0], LANES);
+        float bk = bias ? bias[k] : 0.0f;
+        for (int e = 0; e < TILE * TILE; e++) {
+            for (int l = 0; l < LANES; l++) y[e][l] += bk;
+        }
+        scatter_tiles(out, (const float(*)[LANES])y, k, t0 + lane0, t0 + T, residual, relu, g);
+    }
+}
+
+// ---- the whole conv ------------------------------------------------------------------------
+
+void winograd_conv2d_forward(float *out, const float *inp, const float *U, const float *bias,
+                             int N, int C, int H, int W, int K, int OH, int OW,
+                             int pad_h, int pad_w, const float *residual, int relu,
+                             float *workspace) {
+    // out is (N,K,OH,OW), inp is (N,C,H,W), U is (36,K,C), bias is (K) or NULL, residual is
+    // (N,K,OH,OW) or NULL
+    if (N <= 0 || K <= 0 || OH <= 0 || OW <= 0) return;
+    conv_geom g = {.N = N, .C = C, .H = H, .W = W, .K = K, .OH = OH, .OW = OW,
+                   .pad_h = pad_h, .pad_w = pad_w, .tiles_w = (OW + TILE - 1) / TILE};
+    g.P = (OH + TILE - 1) / TILE * g.tiles_w;
+    long total = (long)N * g.P;
+    int block = block_tiles(N, C, K, OH, OW);
+    int block_p = round_up(block, LANES);
+    float *V = workspace;                                       // (36, C, Tp)
+    float *M = workspace + (size_t)POSITIONS * C * block_p;     // (36, K, Tp)
+    for (long t0 = 0; t0 < total; t0 += block) {
+        int T = total - t0 < block ? (int)(total - t0) : block;
+        int Tp = round_up(T, LANES);   // the last block is packed tighter
+        input_transform(V, inp, t0, T, Tp, &g);
+        // The 36 products M[xi] (K, T) = U[xi] (K, C) @ V[xi] (C, T). One sgemm per thread at a
+        // time (sgemm runs serially inside a parallel region): 36 coarse, equal tasks.
+        #pragma omp parallel for schedule(dynamic)
+        for (int xi = 0; xi < POSITIONS; xi++) {
+            sgemm(K, T, C, U + (size_t)xi * K * C, C, V + (size_t)xi * C * Tp, Tp,
+                  M + (size_t)xi * K * Tp, Tp, 0);
+        }
+        output_transform(out, M, bias, residual, relu, t0, T, Tp, &g);
+    }
+}

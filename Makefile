@@ -21,6 +21,12 @@ endif
 
 CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -Wno-unknown-pragmas -D_GNU_SOURCE \
            -Iengine -Ivis -I/usr/include/stb $(EXTRA_CFLAGS)
+CC_IS_CLANG := $(findstring clang,$(shell $(CC) --version 2>/dev/null | head -n 1))
+# gcc's -O2 vectorises only loops whose trip count needs no remainder; the engine's elementwise
+# loops (epilogues, im2col rows, pooling) have arbitrary lengths. (clang's -O2 does this already.)
+ifeq ($(CC_IS_CLANG),)
+CFLAGS  += -fvect-cost-model=dynamic
+endif
 LDLIBS  := -lstb -lm -lpthread
 ifeq ($(OPENMP),1)
 CFLAGS  += -fopenmp
@@ -30,7 +36,7 @@ ifeq ($(SANITIZE),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDLIBS  += -fsanitize=address,undefined
 # clang cannot vectorise some `omp simd` loops once they are instrumented, and says so
-ifneq ($(findstring clang,$(shell $(CC) --version 2>/dev/null | head -n 1)),)
+ifneq ($(CC_IS_CLANG),)
 CFLAGS  += -Wno-pass-failed
 endif
 endif

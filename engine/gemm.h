@@ -31,18 +31,42 @@ typedef struct {
     int relu;
 } sgemm_epilogue;
 
-// sgemm followed by the epilogue `ep` (NULL: none).
-void sgemm_fused(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
-                 int ldc, int accumulate, const sgemm_epilogue *ep);
-
 // B given row by row, for a B that is never stored whole (a conv's im2col matrix): returns
 // B[p][j0 .. j0+n), either a pointer into existing memory or the n floats written to
-// `scratch`. Called concurrently by several threads (each with its own scratch).
+// `scratch`. Called concurrently by several threads (each with its own scratch). n <= 512.
 typedef const float *(*sgemm_row_fn)(const void *ctx, int p, int j0, int n, float *scratch);
 
-// sgemm_fused with B (K x N) given by `row` (n <= 512 per call).
-void sgemm_rows(int M, int N, int K, const float *A, int lda, sgemm_row_fn row, const void *ctx,
-                float *C, int ldc, int accumulate, const sgemm_epilogue *ep);
+// A packed once for many products (a conv's weights, at session creation): for each slice of
+// kc columns and each sliver of MR rows, the (MR, kc) block the micro-kernel reads, rows past M
+// zero; slice s starts at data + s*kc*M_pad (M_pad = M rounded up to MR). Tied to the kernel
+// table it was packed for (mr, kc): sgemm packs A itself if the table has changed since.
+typedef struct sgemm_packed_a {
+    const float *data;
+    int M, K, mr, kc;
+} sgemm_packed_a;
+
+// Floats sgemm_pack_a writes for an M x K matrix with the current kernel table.
+size_t sgemm_packed_a_floats(int M, int K);
+// Packs A (M x K, leading dimension lda) into dst (sgemm_packed_a_floats floats); returns the
+// description sgemm_general takes.
+sgemm_packed_a sgemm_pack_a(float *dst, int M, int K, const float *A, int lda);
+
+// Every form of the product in one call: A stored (A, lda) and optionally also pre-packed
+// (a_packed, the same matrix); B stored (B, ldb) or given by rows (b_row, b_ctx); an optional
+// epilogue. The same numbers as sgemm on the same A and B, then the epilogue.
+typedef struct {
+    const float *A;
+    int lda;
+    const sgemm_packed_a *a_packed;   // or NULL
+    const float *B;                   // used when b_row is NULL
+    int ldb;
+    sgemm_row_fn b_row;
+    const void *b_ctx;
+    const sgemm_epilogue *ep;         // or NULL
+} sgemm_operands;
+
+void sgemm_general(int M, int N, int K, const sgemm_operands *op, float *C, int ldc,
+                   int accumulate);
 
 // For tests: sgemm as it runs when its packing buffer cannot be allocated (small stack
 // buffers, one panel at a time). Must give exactly sgemm's numbers.

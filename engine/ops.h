@@ -33,10 +33,14 @@ void conv2d_forward(float *out, const float *inp, const float *weight, const flo
 // conv2d_forward with a fused epilogue: out = conv + residual (if not NULL, [N,K,OH,OW]), then
 // max(out, 0) if relu; the same numbers as separate add_forward_ref and relu_forward_ref
 // passes, without reading and writing the output again. out must not overlap residual.
-void conv2d_forward_fused(float *out, const float *inp, const float *weight, const float *bias,
-                          int N, int C, int H, int W, int K, int OH, int OW,
-                          const cnn_window *win, const float *residual, int relu,
-                          float *workspace);
+// packed: the weights as [K, C*R*S] packed by sgemm_pack_a (gemm.h), or NULL (groups = 1 only;
+// the same numbers, without packing them again on every call); weight may then be NULL, as
+// long as the kernel table is still the one they were packed for.
+struct sgemm_packed_a;
+void conv2d_forward_fused(float *out, const float *inp, const float *weight,
+                          const struct sgemm_packed_a *packed, const float *bias, int N, int C,
+                          int H, int W, int K, int OH, int OW, const cnn_window *win,
+                          const float *residual, int relu, float *workspace);
 
 // 1 if a conv of this shape is worth running as Winograd F(4x4,3x3) (ops/winograd.h): 3x3,
 // stride 1, no dilation, no groups, >= 32 channels in and out, >= 49 4x4 tiles per image.

@@ -28,6 +28,7 @@
 
 #include "model.h"
 #include "ops.h"
+#include "gemm.h"
 #include "ops/winograd.h"
 
 #define NO_BUFFER (-1)
@@ -56,8 +57,10 @@ struct cnn_session {
     int *buffer_of;            // [n_nodes] buffer index, NO_BUFFER for the input node
     const float **weight;      // [n_nodes] conv/linear weights actually used (folded or not)
     const float **bias;        // [n_nodes]
-    float *folded_params;      // slab holding folded conv weights and biases
+    float **own_weight;        // [n_nodes] conv: its folded weights (owned), or NULL
+    float **own_bias;          // [n_nodes] conv: its folded bias (owned), or NULL
     float **winograd_u;        // [n_nodes] conv: its Winograd-transformed weights, or NULL
+    sgemm_packed_a *packed;    // [n_nodes] conv: its weights packed for sgemm (data NULL: none)
     int n_buffers;
     buffer_plan *buffers;      // [n_buffers]
     float *arena;
@@ -95,10 +98,16 @@ void cnn_session_free(cnn_session *s) {
     free(s->buffer_of);
     free(s->weight);
     free(s->bias);
-    free(s->folded_params);
-    if (s->winograd_u)
-        for (int i = 0; i < s->model->n_nodes; i++) free(s->winograd_u[i]);
+    for (int i = 0; i < s->model->n_nodes; i++) {
+        if (s->own_weight) free(s->own_weight[i]);
+        if (s->own_bias) free(s->own_bias[i]);
+        if (s->winograd_u) free(s->winograd_u[i]);
+        if (s->packed) free((float *)s->packed[i].data);
+    }
+    free(s->own_weight);
+    free(s->own_bias);
     free(s->winograd_u);
+    free(s->packed);
     free(s->buffers);
     free(s->arena);
     free(s->workspace);
@@ -147,10 +156,10 @@ static int mark_needed(cnn_session *s, const cnn_session_options *o) {
     return target;
 }
 
-// Folds each eligible batch norm into its conv; fills s->weight / s->bias for convs and linears.
-static cnn_status fold_batchnorms(cnn_session *s, const int *readers, int fold) {
+// Marks each batch norm that can be folded into its conv (s->folded); fills s->weight / s->bias
+// for convs and linears with the stored parameters.
+static void plan_folding(cnn_session *s, const int *readers, int fold) {
     const cnn_model *m = s->model;
-    size_t slab = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         const cnn_node *nd = &m->nodes[i];
         if (nd->op == CNN_OP_CONV2D || nd->op == CNN_OP_LINEAR) {
@@ -159,21 +168,17 @@ static cnn_status fold_batchnorms(cnn_session *s, const int *readers, int fold) 
         }
         if (!fold || nd->op != CNN_OP_BATCHNORM || !s->needed[i]) continue;
         int c = nd->inputs[0];
-        const cnn_node *conv = &m->nodes[c];
         // Legal only if nobody else needs the conv's own (pre-BN) output.
-        if (conv->op != CNN_OP_CONV2D || readers[c] != 1 || s->kept[c]) continue;
-        s->folded[c] = 1;
-        const cnn_node *in = &m->nodes[conv->inputs[0]];
-        slab += (size_t)conv->c * (size_t)(in->c / conv->window.groups) *
-                    (size_t)conv->window.kernel[0] * (size_t)conv->window.kernel[1] +
-                (size_t)conv->c;
+        if (m->nodes[c].op == CNN_OP_CONV2D && readers[c] == 1 && !s->kept[c]) s->folded[c] = 1;
     }
-    if (slab == 0) return CNN_OK;
-    s->folded_params = malloc(slab * sizeof(float));
-    if (!s->folded_params)
-        return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory folding batch norms (%zu bytes)",
-                        m->path, slab * sizeof(float));
-    float *p = s->folded_params;
+}
+
+// Gives every needed conv the weights its kernel reads (step 2 and 3 above): its batch norm
+// folded in (weights and bias: copies), then, on the fast path, transformed for Winograd or
+// packed for the GEMM (conv2d_forward_fused); a folded copy the conv no longer reads is freed
+// at once, so a model's weights are held about once, not twice.
+static cnn_status prepare_weights(cnn_session *s) {
+    const cnn_model *m = s->model;
     for (int i = 0; i < m->n_nodes; i++) {
         const cnn_node *bn = &m->nodes[i];
         if (bn->op != CNN_OP_BATCHNORM || !s->needed[i] || !s->folded[bn->inputs[0]]) continue;
@@ -181,31 +186,41 @@ static cnn_status fold_batchnorms(cnn_session *s, const int *readers, int fold) 
         const cnn_node *conv = &m->nodes[c];
         const cnn_node *in = &m->nodes[conv->inputs[0]];
         int per_k = in->c / conv->window.groups * conv->window.kernel[0] * conv->window.kernel[1];
-        float *w = p, *b = p + (size_t)conv->c * (size_t)per_k;
-        batchnorm_fold_into_conv(w, b, conv->p.conv.weight, conv->p.conv.bias, bn->p.bn.gamma,
-                                 bn->p.bn.beta, bn->p.bn.mean, bn->p.bn.var, bn->p.bn.eps,
-                                 conv->c, per_k);
-        s->weight[c] = w;
-        s->bias[c] = b;
-        p = b + conv->c;
+        s->own_weight[c] = malloc((size_t)conv->c * (size_t)per_k * sizeof(float));
+        s->own_bias[c] = malloc((size_t)conv->c * sizeof(float));
+        if (!s->own_weight[c] || !s->own_bias[c])
+            return cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory folding its batch norm",
+                            m->path, conv->name);
+        batchnorm_fold_into_conv(s->own_weight[c], s->own_bias[c], conv->p.conv.weight,
+                                 conv->p.conv.bias, bn->p.bn.gamma, bn->p.bn.beta, bn->p.bn.mean,
+                                 bn->p.bn.var, bn->p.bn.eps, conv->c, per_k);
+        s->weight[c] = s->own_weight[c];
+        s->bias[c] = s->own_bias[c];
     }
-    return CNN_OK;
-}
-
-// Transforms the weights (after batch norm folding) of every conv that suits Winograd.
-static cnn_status prepare_winograd(cnn_session *s) {
-    const cnn_model *m = s->model;
-    if (!s->opt.winograd || s->opt.reference) return CNN_OK;
+    if (s->opt.reference) return CNN_OK;   // the reference kernels read plain weights
     for (int i = 0; i < m->n_nodes; i++) {
         const cnn_node *nd = &m->nodes[i];
         if (!s->needed[i] || nd->op != CNN_OP_CONV2D) continue;
         const cnn_node *in = &m->nodes[nd->inputs[0]];
-        if (!conv2d_winograd_suits(in->c, nd->c, nd->h, nd->w, &nd->window)) continue;
-        s->winograd_u[i] = malloc(winograd_weight_floats(nd->c, in->c) * sizeof(float));
-        if (!s->winograd_u[i])
-            return cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory for its Winograd weights",
-                            m->path, nd->name);
-        winograd_transform_weights(s->winograd_u[i], s->weight[i], nd->c, in->c);
+        int K = nd->c, C = in->c, CRS = C * nd->window.kernel[0] * nd->window.kernel[1];
+        if (s->opt.winograd && conv2d_winograd_suits(C, K, nd->h, nd->w, &nd->window)) {
+            s->winograd_u[i] = malloc(winograd_weight_floats(K, C) * sizeof(float));
+            if (!s->winograd_u[i])
+                return cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory for its Winograd "
+                                "weights", m->path, nd->name);
+            winograd_transform_weights(s->winograd_u[i], s->weight[i], K, C);
+        } else if (nd->window.groups == 1) {
+            float *packed = malloc(sgemm_packed_a_floats(K, CRS) * sizeof(float));
+            if (!packed)
+                return cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory packing its weights",
+                                m->path, nd->name);
+            s->packed[i] = sgemm_pack_a(packed, K, CRS, s->weight[i], CRS);
+        } else {
+            continue;   // grouped: the kernels read s->weight
+        }
+        free(s->own_weight[i]);
+        s->own_weight[i] = NULL;
+        s->weight[i] = NULL;
     }
     return CNN_OK;
 }
@@ -356,6 +371,9 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
         s->residual_of = calloc((size_t)nn, sizeof(int));
         s->relu_of = calloc((size_t)nn, 1);
         s->winograd_u = calloc((size_t)nn, sizeof(float *));
+        s->own_weight = calloc((size_t)nn, sizeof(float *));
+        s->own_bias = calloc((size_t)nn, sizeof(float *));
+        s->packed = calloc((size_t)nn, sizeof(sgemm_packed_a));
         s->buffer_of = calloc((size_t)nn, sizeof(int));
         s->weight = calloc((size_t)nn, sizeof(float *));
         s->bias = calloc((size_t)nn, sizeof(float *));
@@ -364,6 +382,7 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
     }
     if (!s || !readers || !s->needed || !s->kept || !s->computed || !s->folded ||
         !s->absorbed_by || !s->hidden || !s->residual_of || !s->relu_of || !s->winograd_u ||
+        !s->own_weight || !s->own_bias || !s->packed ||
         !s->buffer_of || !s->weight || !s->bias || !s->buffers || !s->tensors) {
         free(readers);
         cnn_session_free(s);
@@ -379,8 +398,8 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
             return cnn_fail(CNN_ERR_ARG, "%s: node '%s': softmax over a %dx%d map is not supported",
                             m->path, m->nodes[i].name, m->nodes[i].h, m->nodes[i].w);
         }
-    cnn_status st = fold_batchnorms(s, readers, o.fold_bn && !o.keep_all);
-    if (st == CNN_OK) st = prepare_winograd(s);
+    plan_folding(s, readers, o.fold_bn && !o.keep_all);
+    cnn_status st = prepare_weights(s);
     if (st != CNN_OK) {
         free(readers);
         cnn_session_free(s);
@@ -456,9 +475,9 @@ static void run_node(cnn_session *s, int i, int n) {
                                     nd->window.padding[1], residual, s->relu_of[i],
                                     s->workspace);
         else
-            conv2d_forward_fused(out, x, s->weight[i], s->bias[i], n, a->c, a->h, a->w, nd->c,
-                                 nd->h, nd->w, &nd->window, residual, s->relu_of[i],
-                                 s->workspace);
+            conv2d_forward_fused(out, x, s->weight[i], s->packed[i].data ? &s->packed[i] : NULL,
+                                 s->bias[i], n, a->c, a->h, a->w, nd->c, nd->h, nd->w,
+                                 &nd->window, residual, s->relu_of[i], s->workspace);
         break;
     case CNN_OP_BATCHNORM:
         if (s->folded[nd->inputs[0]]) break;   // already applied by the conv

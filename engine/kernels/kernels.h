@@ -62,7 +62,8 @@ const cnn_kernel_table *cnn_kernels(void);
 const cnn_kernel_table *cnn_kernels_for(cnn_isa_id isa);
 
 // Test and benchmark hook: makes `isa` the kernels of every later call. Process-wide, so call
-// it only while no other thread runs kernels. Returns 0 (and changes nothing) if unavailable.
+// it only while no other thread runs kernels, and before creating sessions (they pack conv
+// weights for the kernels of their creation). Returns 0 (and changes nothing) if unavailable.
 int cnn_kernels_force(cnn_isa_id isa);
 
 // Parses a CNNSCOPE_ISA value: CNN_OK and *isa, or CNN_ERR_ARG (with the message set) for an

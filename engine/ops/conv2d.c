@@ -15,10 +15,11 @@
 //   - everything else: out_g[Kg, P] = weight_g[Kg, Cg*R*S] @ col[Cg*R*S, P] with the blocked
 //     sgemm, col being the im2col matrix of one group of one image: stored in the workspace
 //     when small (up to IM2COL_STORED_MAX floats), else gathered row by row from the image as
-//     sgemm packs its panels (sgemm_rows), which saves writing and re-reading a matrix R*S
-//     times the size of the image (115 MB for VGG-16's conv1_2).
+//     sgemm packs its panels (sgemm_general's b_row), which saves writing and re-reading a
+//     matrix R*S times the size of the image (115 MB for VGG-16's conv1_2).
+//   The weights may come pre-packed for the GEMM (packed at session creation).
 // A relu and a residual add after the conv can be applied as each block of the output is
-// finished (conv2d_forward_fused; sgemm_fused's epilogue), while it is still in cache.
+// finished (conv2d_forward_fused; sgemm's epilogue), while it is still in cache.
 // Images and groups are done one after another (the workspace holds one group's columns);
 // the threads share the work inside each step (rows of im2col, tiles of the GEMM, planes of
 // the depthwise case), and no output element's sum is ever split between threads.
@@ -108,7 +109,7 @@ static void valid_range(int out_size, int size, int stride, int offset, int *lo,
 }
 
 // The im2col matrix of one group of one image, [Cg*R*S, OH*OW]: stored in the workspace when
-// small, else gathered on demand while sgemm packs it (sgemm_rows), straight from the image
+// small, else gathered on demand while sgemm packs it (sgemm_general), straight from the image
 // into the packed panels.
 typedef struct {
     const float *inp;   // (Cg,H,W)
@@ -134,20 +135,22 @@ static const float *im2col_row(const void *ctx, int p, int j0, int n, float *row
         int take = v->OW - ox < n - done ? v->OW - ox : n - done;   // columns in this output row
         float *dst = row + done - ox;                                // dst[ox] = column oy*OW + ox
         int iy = oy * sh + iy0;
+        // Loops, not memset/memcpy: the runs are short (a row of a small map), where a call
+        // costs more than the copy.
         if (iy < 0 || iy >= v->H) {
-            memset(dst + ox, 0, (size_t)take * sizeof(float));
+            for (int x = ox; x < ox + take; x++) dst[x] = 0.0f;
         } else {
             const float *src = v->inp + ((size_t)c * v->H + iy) * v->W + ix0;   // src[ox*sw]
             int end = ox + take;
             int lo = ox_lo > ox ? (ox_lo < end ? ox_lo : end) : ox;
             int hi = ox_hi < end ? (ox_hi > lo ? ox_hi : lo) : end;
-            memset(dst + ox, 0, (size_t)(lo - ox) * sizeof(float));
+            for (int x = ox; x < lo; x++) dst[x] = 0.0f;
             if (sw == 1) {
-                memcpy(dst + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
+                for (int x = lo; x < hi; x++) dst[x] = src[x];
             } else {
                 for (int x = lo; x < hi; x++) dst[x] = src[(size_t)x * sw];
             }
-            memset(dst + hi, 0, (size_t)(end - hi) * sizeof(float));
+            for (int x = hi; x < end; x++) dst[x] = 0.0f;
         }
         done += take;
     }
@@ -202,13 +205,14 @@ static void conv2d_plane_direct(float *out, const float *inp, const float *w, fl
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win,
                     float *workspace) {
-    conv2d_forward_fused(out, inp, weight, bias, N, C, H, W, K, OH, OW, win, NULL, 0, workspace);
+    conv2d_forward_fused(out, inp, weight, NULL, bias, N, C, H, W, K, OH, OW, win, NULL, 0,
+                         workspace);
 }
 
-void conv2d_forward_fused(float *out, const float *inp, const float *weight, const float *bias,
-                          int N, int C, int H, int W, int K, int OH, int OW,
-                          const cnn_window *win, const float *residual, int relu,
-                          float *workspace) {
+void conv2d_forward_fused(float *out, const float *inp, const float *weight,
+                          const struct sgemm_packed_a *packed, const float *bias, int N, int C,
+                          int H, int W, int K, int OH, int OW, const cnn_window *win,
+                          const float *residual, int relu, float *workspace) {
     // out is (N,K,OH,OW), inp is (N,C,H,W), weight is (K,C/G,R,S), bias is (K) or NULL,
     // residual is (N,K,OH,OW) or NULL, workspace holds conv2d_workspace_floats(C,H,W,OH,OW,win)
     // floats
@@ -227,7 +231,7 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight, con
             conv2d_plane_direct(out_plane, inp + ((size_t)n * C + c) * H * W,
                                 weight + (size_t)k * CRS, bias ? bias[k] : 0.0f, H, W, OH, OW,
                                 win);
-            for (size_t i = 0; i < P; i++) {   // the epilogue, as sgemm_fused applies it
+            for (size_t i = 0; i < P; i++) {   // the epilogue, as sgemm applies it
                 float v = out_plane[i];
                 if (residual) v += residual[(size_t)plane * P + i];
                 out_plane[i] = relu && v < 0.0f ? 0.0f : v;
@@ -239,7 +243,7 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight, con
     for (int n = 0; n < N; n++) {
         for (int g = 0; g < G; g++) {
             const float *inp_g = inp + ((size_t)n * C + (size_t)g * Cg) * H * W;   // (Cg,H,W)
-            const float *weight_g = weight + (size_t)g * Kg * CRS;               // (Kg,CRS)
+            const float *weight_g = weight ? weight + (size_t)g * Kg * CRS : NULL;   // (Kg,CRS)
             float *out_g = out + ((size_t)n * K + (size_t)g * Kg) * P;           // (Kg,P)
             if (bias) {
                 for (int k = 0; k < Kg; k++) {
@@ -249,19 +253,19 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight, con
                 }
             }
             sgemm_epilogue ep = {residual ? residual + (out_g - out) : NULL, (int)P, relu};
+            im2col_view cols = {inp_g, H, W, OH, OW, win};   // (CRS, P)
+            sgemm_operands op = {.A = weight_g, .lda = CRS, .a_packed = G == 1 ? packed : NULL,
+                                 .ldb = (int)P, .ep = &ep};
             if (path == CONV_POINTWISE_GEMM) {   // the image is the (Cg, P) matrix already
-                sgemm_fused(Kg, (int)P, Cg, weight_g, Cg, inp_g, (int)P, out_g, (int)P,
-                            bias != NULL, &ep);
+                op.B = inp_g;
             } else if (stored) {
-                im2col_view cols = {inp_g, H, W, OH, OW, win};   // (CRS, P)
                 im2col(workspace, &cols, CRS);
-                sgemm_fused(Kg, (int)P, CRS, weight_g, CRS, workspace, (int)P, out_g, (int)P,
-                            bias != NULL, &ep);
+                op.B = workspace;
             } else {
-                im2col_view cols = {inp_g, H, W, OH, OW, win};
-                sgemm_rows(Kg, (int)P, CRS, weight_g, CRS, im2col_row, &cols, out_g, (int)P,
-                           bias != NULL, &ep);
+                op.b_row = im2col_row;
+                op.b_ctx = &cols;
             }
+            sgemm_general(Kg, (int)P, CRS, &op, out_g, (int)P, bias != NULL);
         }
     }
 }

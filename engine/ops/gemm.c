@@ -15,8 +15,9 @@
 //     row, which the prefetchers follow.
 //   - The micro-kernel keeps an MR x NR block of C in registers for the whole slice and writes
 //     only the part of it that exists in C (tails are its job).
-//   - B is a stored matrix, or comes row by row from a function (sgemm_rows: a conv's im2col
-//     rows, gathered straight into the panels). After the last slice of K, the optional
+//   - B is a stored matrix, or comes row by row from a function (a conv's im2col rows,
+//     gathered straight into the panels). A may come pre-packed (sgemm_pack_a: a conv's weights,
+//     packed once per session), its slivers then read in place. After the last slice of K, the optional
 //     epilogue (residual add, relu) runs on each sliver's rows while they are still in cache.
 // Each element of C is summed the same way whatever the tiles: over p in slices of kc (a
 // function of K and the kernel table only), each slice in order by one kernel call, then added
@@ -144,11 +145,15 @@ static void finish_block(const sgemm_epilogue *ep, int mr, int n, float *c, int 
 // Normally b_buf holds all of the tile's panels; with fewer (no memory for the large buffer)
 // the panels are packed a group at a time, the same kernel calls run on the same packed
 // values, and the result is the same.
+// With a pre-packed A (pa), the slivers are read from it in place: the tile's rows start at
+// row i_tile of it.
 static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const float *A, int lda,
-                      const b_source *B, int j_tile, float *C, int ldc, int accumulate,
-                      const sgemm_epilogue *ep, const float *residual, float *a_buf,
-                      float *b_buf, int b_panels, float *scratch) {
+                      const sgemm_packed_a *pa, int i_tile, const b_source *B, int j_tile,
+                      float *C, int ldc, int accumulate, const sgemm_epilogue *ep,
+                      const float *residual, float *a_buf, float *b_buf, int b_panels,
+                      float *scratch) {
     const int MR = kt->mr, NR = kt->nr;
+    const size_t M_pad = pa ? (size_t)round_up(pa->M, MR) : 0;
     for (int p0 = 0; p0 < K; p0 += kt->kc) {
         int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
         int acc = accumulate || p0 > 0;   // later slices add onto the earlier ones
@@ -157,11 +162,16 @@ static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const flo
             pack_b(nb, kc, NR, B, p0, j_tile + jb, scratch, b_buf);
             for (int i0 = 0; i0 < m; i0 += MR) {
                 int mr = m - i0 < MR ? m - i0 : MR;
-                int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
-                pack_a(mr, kc, MR, A + (size_t)i0 * lda + p0, lda, a_buf, next_kc);
+                const float *a_sliver = a_buf;
+                if (pa) {
+                    a_sliver = pa->data + (size_t)p0 * M_pad + (size_t)(i_tile + i0) * kc;
+                } else {
+                    int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
+                    pack_a(mr, kc, MR, A + (size_t)i0 * lda + p0, lda, a_buf, next_kc);
+                }
                 for (int j0 = 0; j0 < nb; j0 += NR) {
                     int nr = nb - j0 < NR ? nb - j0 : NR;
-                    kt->gemm(mr, nr, kc, a_buf, b_buf + (size_t)(j0 / NR) * kc * NR,
+                    kt->gemm(mr, nr, kc, a_sliver, b_buf + (size_t)(j0 / NR) * kc * NR,
                              C + (size_t)i0 * ldc + jb + j0, (size_t)ldc, acc);
                 }
                 if (ep && p0 + kc == K)   // the last slice: these sums are done, still in cache
@@ -172,10 +182,14 @@ static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const flo
     }
 }
 
-// sgemm_fused and sgemm_rows, and sgemm_low_memory when `low_memory` (the stack buffers even
-// if malloc would work).
-static void sgemm_run(int M, int N, int K, const float *A, int lda, const b_source *B, float *C,
-                      int ldc, int accumulate, const sgemm_epilogue *ep, int low_memory) {
+// sgemm_general, and sgemm_low_memory when `low_memory` (the stack buffers even if malloc
+// would work).
+static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, int ldc,
+                      int accumulate, int low_memory) {
+    const sgemm_epilogue *ep = op->ep;
+    const float *A = op->A;
+    const int lda = op->lda;
+    const b_source B_src = {op->B, op->ldb, op->b_row, op->b_ctx}, *B = &B_src;
     if (M <= 0 || N <= 0) return;
     if (ep && !ep->residual && !ep->relu) ep = NULL;
     if (K <= 0) {   // an empty sum: C stays, or becomes 0
@@ -187,6 +201,9 @@ static void sgemm_run(int M, int N, int K, const float *A, int lda, const b_sour
     }
     const cnn_kernel_table *kt = cnn_kernels();
     const int MR = kt->mr, NR = kt->nr;
+    const sgemm_packed_a *pa = op->a_packed;   // usable only if packed for these kernels
+    if (pa && (pa->mr != MR || pa->kc != kt->kc || pa->M != M || pa->K != K)) pa = NULL;
+    assert(pa || A);   // A may be left out only when the packed copy fits these kernels
     // Tile sizes: as large as allowed (a 512 x 512 tile packs each slice of B and each sliver of
     // A once for many kernel calls), then split until there are MIN_TILES tiles to share out,
     // if there is more than one thread to share them (inside a parallel region, e.g. one of
@@ -235,8 +252,9 @@ static void sgemm_run(int M, int N, int K, const float *A, int lda, const b_sour
             int n = N - j0 < tile_n ? N - j0 : tile_n;
             const float *residual = ep && ep->residual ? ep->residual + (size_t)i0 * ep->ldr + j0
                                                        : NULL;
-            gemm_tile(kt, m, n, K, A + (size_t)i0 * lda, lda, B, j0, C + (size_t)i0 * ldc + j0,
-                      ldc, accumulate, ep, residual, a_buf, b_buf, b_panels, scratch);
+            gemm_tile(kt, m, n, K, A + (size_t)i0 * lda, lda, pa, i0, B, j0,
+                      C + (size_t)i0 * ldc + j0, ldc, accumulate, ep, residual, a_buf, b_buf,
+                      b_panels, scratch);
         }
         free(buf);
     }
@@ -244,24 +262,37 @@ static void sgemm_run(int M, int N, int K, const float *A, int lda, const b_sour
 
 void sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
            int ldc, int accumulate) {
-    b_source src = {B, ldb, NULL, NULL};
-    sgemm_run(M, N, K, A, lda, &src, C, ldc, accumulate, NULL, 0);
+    sgemm_operands op = {.A = A, .lda = lda, .B = B, .ldb = ldb};
+    sgemm_run(M, N, K, &op, C, ldc, accumulate, 0);
 }
 
-void sgemm_fused(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
-                 int ldc, int accumulate, const sgemm_epilogue *ep) {
-    b_source src = {B, ldb, NULL, NULL};
-    sgemm_run(M, N, K, A, lda, &src, C, ldc, accumulate, ep, 0);
-}
-
-void sgemm_rows(int M, int N, int K, const float *A, int lda, sgemm_row_fn row, const void *ctx,
-                float *C, int ldc, int accumulate, const sgemm_epilogue *ep) {
-    b_source src = {NULL, 0, row, ctx};
-    sgemm_run(M, N, K, A, lda, &src, C, ldc, accumulate, ep, 0);
+void sgemm_general(int M, int N, int K, const sgemm_operands *op, float *C, int ldc,
+                   int accumulate) {
+    sgemm_run(M, N, K, op, C, ldc, accumulate, 0);
 }
 
 void sgemm_low_memory(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                       float *C, int ldc, int accumulate) {
-    b_source src = {B, ldb, NULL, NULL};
-    sgemm_run(M, N, K, A, lda, &src, C, ldc, accumulate, NULL, 1);
+    sgemm_operands op = {.A = A, .lda = lda, .B = B, .ldb = ldb};
+    sgemm_run(M, N, K, &op, C, ldc, accumulate, 1);
+}
+
+size_t sgemm_packed_a_floats(int M, int K) {
+    const cnn_kernel_table *kt = cnn_kernels();
+    return (size_t)round_up(M > 0 ? M : 1, kt->mr) * (size_t)(K > 0 ? K : 0);
+}
+
+sgemm_packed_a sgemm_pack_a(float *dst, int M, int K, const float *A, int lda) {
+    const cnn_kernel_table *kt = cnn_kernels();
+    const int MR = kt->mr;
+    size_t M_pad = (size_t)round_up(M > 0 ? M : 1, MR);
+    for (int p0 = 0; p0 < K; p0 += kt->kc) {
+        int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
+        for (int i0 = 0; i0 < M; i0 += MR) {
+            int mr = M - i0 < MR ? M - i0 : MR;
+            pack_a(mr, kc, MR, A + (size_t)i0 * lda + p0, lda,
+                   dst + (size_t)p0 * M_pad + (size_t)i0 * kc, 0);
+        }
+    }
+    return (sgemm_packed_a){dst, M, K, MR, kt->kc};
 }

@@ -284,14 +284,25 @@ static int check_conv(const conv_case *c) {
     // The fused epilogue (residual add, then relu) must equal the separate passes bit for bit.
     float *residual = random_array(n_out, 1.0f), *fused = xmalloc(n_out * sizeof(float));
     int with_residual = rng_int(0, 1);
-    conv2d_forward_fused(fused, inp, weight, bias, c->N, c->C, c->H, c->W, c->K, c->OH, c->OW,
-                         &c->win, with_residual ? residual : NULL, 1, ws);
+    // ... with the weights pre-packed for sgemm (and not passed plain) where groups = 1
+    float *packed = NULL;
+    sgemm_packed_a pa;
+    if (c->win.groups == 1) {
+        packed = xmalloc(sgemm_packed_a_floats(c->K, CRS) * sizeof(float));
+        pa = sgemm_pack_a(packed, c->K, CRS, weight, CRS);
+    }
+    conv2d_forward_fused(fused, inp, packed ? NULL : weight, packed ? &pa : NULL, bias, c->N,
+                         c->C, c->H, c->W, c->K, c->OH, c->OW, &c->win,
+                         with_residual ? residual : NULL, 1, ws);
+    int used_packed = packed != NULL;
+    free(packed);
     if (with_residual) add_forward_ref(fast, fast, residual, n_out);
     relu_forward_ref(fast, fast, n_out);
     int same = memcmp(fused, fast, n_out * sizeof(float)) == 0;
     if (!same) {
-        printf("FAIL [%s] conv2d_forward_fused (relu%s) differs from conv2d_forward + %srelu\n",
-               isa_name, with_residual ? ", residual" : "", with_residual ? "add + " : "");
+        printf("FAIL [%s] conv2d_forward_fused (relu%s%s) differs from conv2d_forward + %srelu\n",
+               isa_name, with_residual ? ", residual" : "", used_packed ? ", packed weights" : "",
+               with_residual ? "add + " : "");
         failures++;
     }
     free(inp); free(weight); free(bias); free(ws); free(ref); free(fast); free(residual);

@@ -71,6 +71,7 @@ $(BUILD)/obj/%.o: %.c $(wildcard engine/*.h engine/ops/*.h engine/kernels/*.h vi
 ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
 $(BUILD)/obj/engine/kernels/%-avx2.o: CFLAGS += -mavx2 -mfma
 $(BUILD)/obj/engine/kernels/%-avx512.o: CFLAGS += -mavx512f
+$(BUILD)/obj/engine/kernels/%-pclmul.o: CFLAGS += -mpclmul
 endif
 
 # tools/embed runs on the build machine, so it is built with the host's compiler and no

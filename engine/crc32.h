@@ -14,4 +14,7 @@
 // Returns the CRC of the bytes that gave `crc`, followed by data[0..n). Thread-safe.
 uint32_t crc32_ieee(uint32_t crc, const void *data, size_t n);
 
+// The same with the portable tables only (the fast path's ground truth in tests).
+uint32_t crc32_ieee_tables(uint32_t crc, const void *data, size_t n);
+
 #endif

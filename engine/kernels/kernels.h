@@ -13,6 +13,7 @@
 #define CNNSCOPE_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "cnnscope.h"
 
 typedef enum {
@@ -98,6 +99,11 @@ void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_
                                 size_t c_stride, int accumulate);
 void cnn_f32_gemv_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,
                                const float *restrict x, float *restrict y);
+#endif
+#if defined(__x86_64__)
+// CRC-32 (IEEE) of n bytes, n >= 64 and a multiple of 16, from the running (not inverted)
+// register `state`; returns the new register. Needs PCLMULQDQ (crc32.c checks).
+uint32_t cnn_crc32_blocks__pclmul(uint32_t state, const unsigned char *p, size_t n);
 #endif
 #if defined(__aarch64__)
 void cnn_f32_gemm_8x8__neon(int mr, int nr, int kc, const float *restrict a_packed,

@@ -24,6 +24,9 @@
 // the threads share the work inside each step (rows of im2col, tiles of the GEMM, planes of
 // the depthwise case), and no output element's sum is ever split between threads.
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "ops.h"
 #include "gemm.h"
 
@@ -240,6 +243,18 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight,
         return;
     }
 
+    // With a batch of at least as many images as threads, each thread takes whole images (its
+    // sgemm calls then run serially): no fork and join per small product, and no split of a
+    // product into tiles just to share it. The im2col rows are then gathered, never stored (the
+    // workspace is one group's). Each output element is still computed by one thread in the
+    // same order, so the result does not depend on this choice.
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+#endif
+    int by_image = N > 1 && threads > 1 && N >= threads;
+    if (by_image) stored = 0;
+    #pragma omp parallel for schedule(dynamic) if (by_image)
     for (int n = 0; n < N; n++) {
         for (int g = 0; g < G; g++) {
             const float *inp_g = inp + ((size_t)n * C + (size_t)g * Cg) * H * W;   // (Cg,H,W)

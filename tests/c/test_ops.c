@@ -505,6 +505,9 @@ static void test_thread_independence(void) {
          .win = {.kernel = {3, 3}, .stride = {1, 1}, .padding = {1, 1}, .dilation = {1, 1}, .groups = 1}},
         {.N = 2, .C = 24, .H = 16, .W = 16, .K = 24, .OH = 8, .OW = 8, .has_bias = 0,
          .win = {.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}, .dilation = {1, 1}, .groups = 24}},
+        // one image: on 2 threads the product is split into tiles instead of images
+        {.N = 1, .C = 32, .H = 40, .W = 40, .K = 48, .OH = 40, .OW = 40, .has_bias = 1,
+         .win = {.kernel = {3, 3}, .stride = {1, 1}, .padding = {1, 1}, .dilation = {1, 1}, .groups = 1}},
     };
     int saved = omp_get_max_threads();
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {

@@ -173,56 +173,80 @@ static void plan_folding(cnn_session *s, const int *readers, int fold) {
     }
 }
 
-// Gives every needed conv the weights its kernel reads (step 2 and 3 above): its batch norm
+// Gives every needed conv the weights its kernel reads (steps 2 and 3 above): its batch norm
 // folded in (weights and bias: copies), then, on the fast path, transformed for Winograd or
-// packed for the GEMM (conv2d_forward_fused); a folded copy the conv no longer reads is freed
-// at once, so a model's weights are held about once, not twice.
+// packed for the GEMM (conv2d_forward_fused). A folded copy that is only transformed goes
+// through one reused scratch buffer, so a model's weights are held about once, not twice, and
+// loading does not fault in a second copy of them.
 static cnn_status prepare_weights(cnn_session *s) {
     const cnn_model *m = s->model;
-    for (int i = 0; i < m->n_nodes; i++) {
-        const cnn_node *bn = &m->nodes[i];
-        if (bn->op != CNN_OP_BATCHNORM || !s->needed[i] || !s->folded[bn->inputs[0]]) continue;
-        int c = bn->inputs[0];
-        const cnn_node *conv = &m->nodes[c];
-        const cnn_node *in = &m->nodes[conv->inputs[0]];
-        int per_k = in->c / conv->window.groups * conv->window.kernel[0] * conv->window.kernel[1];
-        s->own_weight[c] = malloc((size_t)conv->c * (size_t)per_k * sizeof(float));
-        s->own_bias[c] = malloc((size_t)conv->c * sizeof(float));
-        if (!s->own_weight[c] || !s->own_bias[c])
-            return cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory folding its batch norm",
-                            m->path, conv->name);
-        batchnorm_fold_into_conv(s->own_weight[c], s->own_bias[c], conv->p.conv.weight,
-                                 conv->p.conv.bias, bn->p.bn.gamma, bn->p.bn.beta, bn->p.bn.mean,
-                                 bn->p.bn.var, bn->p.bn.eps, conv->c, per_k);
-        s->weight[c] = s->own_weight[c];
-        s->bias[c] = s->own_bias[c];
+    int *bn_of = malloc(sizeof(int) * (size_t)m->n_nodes);   // conv -> its folded batch norm
+    float *scratch = NULL;                                      // a folded copy on its way
+    size_t scratch_floats = 0;
+    cnn_status st = bn_of ? CNN_OK : cnn_fail(CNN_ERR_NOMEM, "%s: out of memory", m->path);
+    for (int i = 0; st == CNN_OK && i < m->n_nodes; i++) bn_of[i] = -1;
+    for (int i = 0; st == CNN_OK && i < m->n_nodes; i++) {
+        const cnn_node *nd = &m->nodes[i];
+        if (nd->op == CNN_OP_BATCHNORM && s->needed[i] && s->folded[nd->inputs[0]])
+            bn_of[nd->inputs[0]] = i;
     }
-    if (s->opt.reference) return CNN_OK;   // the reference kernels read plain weights
-    for (int i = 0; i < m->n_nodes; i++) {
+    for (int i = 0; st == CNN_OK && i < m->n_nodes; i++) {
         const cnn_node *nd = &m->nodes[i];
         if (!s->needed[i] || nd->op != CNN_OP_CONV2D) continue;
         const cnn_node *in = &m->nodes[nd->inputs[0]];
-        int K = nd->c, C = in->c, CRS = C * nd->window.kernel[0] * nd->window.kernel[1];
-        if (s->opt.winograd && conv2d_winograd_suits(C, K, nd->h, nd->w, &nd->window)) {
-            s->winograd_u[i] = malloc(winograd_weight_floats(K, C) * sizeof(float));
-            if (!s->winograd_u[i])
-                return cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory for its Winograd "
-                                "weights", m->path, nd->name);
-            winograd_transform_weights(s->winograd_u[i], s->weight[i], K, C);
-        } else if (nd->window.groups == 1) {
-            float *packed = malloc(sgemm_packed_a_floats(K, CRS) * sizeof(float));
-            if (!packed)
-                return cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory packing its weights",
-                                m->path, nd->name);
-            s->packed[i] = sgemm_pack_a(packed, K, CRS, s->weight[i], CRS);
-        } else {
-            continue;   // grouped: the kernels read s->weight
+        int K = nd->c, C = in->c, per_k = C / nd->window.groups * nd->window.kernel[0] *
+                                          nd->window.kernel[1];
+        size_t floats = (size_t)K * (size_t)per_k;
+        int winograd = !s->opt.reference && s->opt.winograd &&
+                       conv2d_winograd_suits(C, K, nd->h, nd->w, &nd->window);
+        int pack = !s->opt.reference && !winograd && nd->window.groups == 1;
+        if (bn_of[i] >= 0) {   // fold: into the scratch if the folded copy is only on its way
+            const cnn_node *bn = &m->nodes[bn_of[i]];
+            float *w;
+            if (winograd || pack) {
+                if (floats > scratch_floats) {
+                    free(scratch);
+                    scratch = malloc(floats * sizeof(float));
+                    scratch_floats = scratch ? floats : 0;
+                }
+                w = scratch;
+            } else {
+                w = s->own_weight[i] = malloc(floats * sizeof(float));
+            }
+            s->own_bias[i] = malloc((size_t)K * sizeof(float));
+            if (!w || !s->own_bias[i]) {
+                st = cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory folding its batch "
+                              "norm", m->path, nd->name);
+                break;
+            }
+            batchnorm_fold_into_conv(w, s->own_bias[i], nd->p.conv.weight, nd->p.conv.bias,
+                                     bn->p.bn.gamma, bn->p.bn.beta, bn->p.bn.mean, bn->p.bn.var,
+                                     bn->p.bn.eps, K, per_k);
+            s->weight[i] = w;
+            s->bias[i] = s->own_bias[i];
         }
-        free(s->own_weight[i]);
-        s->own_weight[i] = NULL;
-        s->weight[i] = NULL;
+        if (winograd) {
+            s->winograd_u[i] = malloc(winograd_weight_floats(K, C) * sizeof(float));
+            if (!s->winograd_u[i]) {
+                st = cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory for its Winograd "
+                              "weights", m->path, nd->name);
+                break;
+            }
+            winograd_transform_weights(s->winograd_u[i], s->weight[i], K, C);
+        } else if (pack) {
+            float *packed = malloc(sgemm_packed_a_floats(K, per_k) * sizeof(float));
+            if (!packed) {
+                st = cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory packing its weights",
+                              m->path, nd->name);
+                break;
+            }
+            s->packed[i] = sgemm_pack_a(packed, K, per_k, s->weight[i], per_k);
+        }
+        if (winograd || pack) s->weight[i] = NULL;   // the kernels read the transformed copy
     }
-    return CNN_OK;
+    free(scratch);
+    free(bn_of);
+    return st;
 }
 
 // The conv whose call writes node x's output: x itself, the conv of a folded batch norm, or the

@@ -182,6 +182,57 @@ static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const flo
     }
 }
 
+// Narrow products split into bands of rows only (every column in one tile: the late layers of a
+// ResNet, whose B holds an image's 7x7 or 14x14 positions). Instead of each band packing the
+// same B again, the threads pack each slice of B once, together (a panel each), into one shared
+// buffer, then share out the slivers of A against it. The kernel calls and their operands are
+// those of gemm_tile, so the numbers are too. Returns 0, having done nothing, if the shared
+// buffer cannot be allocated.
+static int sgemm_shared_b(const cnn_kernel_table *kt, int M, int N, int K, const float *A,
+                          int lda, const sgemm_packed_a *pa, const b_source *B, float *C,
+                          int ldc, int accumulate, const sgemm_epilogue *ep) {
+    const int MR = kt->mr, NR = kt->nr;
+    const int panels = ceil_div(N, NR), slivers = ceil_div(M, MR);
+    const size_t M_pad = (size_t)round_up(M, MR);
+    size_t bytes = ((size_t)(K < kt->kc ? K : kt->kc) * panels * NR * sizeof(float) + 63) / 64 * 64;
+    float *b_shared = aligned_alloc(64, bytes);
+    if (!b_shared) return 0;
+    #pragma omp parallel
+    {
+        _Alignas(64) float a_buf[MR_MAX * KC_MAX], scratch[NR_MAX];
+        for (int p0 = 0; p0 < K; p0 += kt->kc) {
+            int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
+            int acc = accumulate || p0 > 0;
+            #pragma omp for schedule(static)
+            for (int q = 0; q < panels; q++) {
+                int nr = N - q * NR < NR ? N - q * NR : NR;
+                pack_b(nr, kc, NR, B, p0, q * NR, scratch, b_shared + (size_t)q * kc * NR);
+            }   // (the implicit barrier: the whole slice is packed before anyone reads it)
+            #pragma omp for schedule(dynamic)
+            for (int s = 0; s < slivers; s++) {
+                int i0 = s * MR, mr = M - i0 < MR ? M - i0 : MR;
+                const float *a_sliver = a_buf;
+                if (pa) {
+                    a_sliver = pa->data + (size_t)p0 * M_pad + (size_t)i0 * kc;
+                } else {
+                    int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
+                    pack_a(mr, kc, MR, A + (size_t)i0 * lda + p0, lda, a_buf, next_kc);
+                }
+                for (int q = 0; q < panels; q++) {
+                    int nr = N - q * NR < NR ? N - q * NR : NR;
+                    kt->gemm(mr, nr, kc, a_sliver, b_shared + (size_t)q * kc * NR,
+                             C + (size_t)i0 * ldc + q * NR, (size_t)ldc, acc);
+                }
+                if (ep && p0 + kc == K)
+                    finish_block(ep, mr, N, C + (size_t)i0 * ldc, ldc,
+                                 ep->residual ? ep->residual + (size_t)i0 * ep->ldr : NULL);
+            }   // (and here: nobody packs the next slice while the buffer is read)
+        }
+    }
+    free(b_shared);
+    return 1;
+}
+
 // sgemm_general, and sgemm_low_memory when `low_memory` (the stack buffers even if malloc
 // would work).
 static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, int ldc,
@@ -231,11 +282,15 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
     }
     int tiles_n = ceil_div(N, tile_n), tiles = ceil_div(M, tile_m) * tiles_n;
     assert(MR <= MR_MAX && NR <= NR_MAX && kt->kc <= KC_MAX);
+    int parallel = tiles > 1 && 2.0 * M * N * K > 2e6;
+    if (parallel && tiles_n == 1 && !low_memory &&
+        sgemm_shared_b(kt, M, N, K, A, lda, pa, B, C, ldc, accumulate, ep))
+        return;
     int kc = K < kt->kc ? K : kt->kc;
     size_t a_floats = (size_t)round_up(MR * kc, 16);   // keeps the B panels 64-byte aligned
     size_t bytes = (a_floats + (size_t)kc * tile_n + TILE_MAX) * sizeof(float);
     bytes = (bytes + 63) / 64 * 64;
-    #pragma omp parallel if (tiles > 1 && 2.0 * M * N * K > 2e6)
+    #pragma omp parallel if (parallel)
     {
         // One buffer per thread for all its tiles. Without one, a small stack buffer packs one
         // panel at a time (slower, same numbers).

@@ -307,7 +307,8 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
             int n = N - j0 < tile_n ? N - j0 : tile_n;
             const float *residual = ep && ep->residual ? ep->residual + (size_t)i0 * ep->ldr + j0
                                                        : NULL;
-            gemm_tile(kt, m, n, K, A + (size_t)i0 * lda, lda, pa, i0, B, j0,
+            const float *A_tile = A ? A + (size_t)i0 * lda : NULL;   // (NULL: packed only)
+            gemm_tile(kt, m, n, K, A_tile, lda, pa, i0, B, j0,
                       C + (size_t)i0 * ldc + j0, ldc, accumulate, ep, residual, a_buf, b_buf,
                       b_panels, scratch);
         }

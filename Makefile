@@ -5,7 +5,7 @@
 #   make demo            the main job on the default model (see README.md)
 #   make bench           cnnscope vs ONNX Runtime and PyTorch (bench/compare.py; BENCH_ARGS=--quick)
 #   make OPENMP=0        build without OpenMP
-#   make SANITIZE=1      AddressSanitizer + UndefinedBehaviorSanitizer build (in build-san/)
+#   make SANITIZE=1      AddressSanitizer + UndefinedBehaviorSanitizer build (clang, in build-san/)
 #   make CC=clang        any C11 compiler
 #   make fuzz FUZZ_SECONDS=N   each libFuzzer harness (tests/fuzz/) N seconds (clang, build-fuzz/)
 
@@ -17,6 +17,10 @@ PYTHON  ?= /usr/bin/python3
 BUILD   := build
 ifeq ($(SANITIZE),1)
 BUILD   := build-san
+# clang's UBSan catches more than gcc's (e.g. arithmetic on a null pointer); CC=... overrides.
+ifeq ($(origin CC),default)
+CC      := clang
+endif
 endif
 
 CFLAGS  := -std=c11 -O2 -g -Wall -Wextra -Werror -Wno-unknown-pragmas -D_GNU_SOURCE \
@@ -116,9 +120,16 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libcnnscope.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcnnscope.a $(LDLIBS)
 
 # The whole suite: C unit tests, then the end-to-end scripts (they need PyTorch for references).
+# Then, unless SANITIZE=1 asked for that run alone, the whole suite again on the
+# AddressSanitizer + UndefinedBehaviorSanitizer build (build-san/) in quick mode: smaller
+# inputs, the same kind of assertions (tests/run_all.sh).
 test: setup
 	$(MAKE) all
 	BUILD=$(BUILD) PYTHON=$(PYTHON) bash tests/run_all.sh
+ifneq ($(SANITIZE),1)
+	$(MAKE) SANITIZE=1 all
+	BUILD=build-san PYTHON=$(PYTHON) bash tests/run_all.sh
+endif
 
 demo: setup
 	$(MAKE) all

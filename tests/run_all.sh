@@ -4,7 +4,13 @@
 # printed; the last line is "N passed, N failed".
 # Environment: BUILD (build folder, default build), PYTHON (default /usr/bin/python3),
 # TESTS (optional space-separated substrings: run only matching tests).
+# Quick mode: when $BUILD is the sanitized build (its name ends in build-san, or SANITIZE=1), the
+# suite exports CNNSCOPE_TEST_QUICK=1 (the long tests then run on smaller inputs, see each test's
+# header) and the sanitizer options (UBSan and ASan halt on the first report, LeakSanitizer on),
+# and skips the tests that do not exercise $BUILD's binaries or cannot run on a sanitized binary
+# (SKIP lines). The lines before the last give the number of skipped tests and the wall time.
 set -u
+suite_start=$(date +%s)
 cd "$(dirname "$0")/.."
 export BUILD=${BUILD:-build}
 export PYTHON=${PYTHON:-/usr/bin/python3}
@@ -12,6 +18,20 @@ export CNNSCOPE=$BUILD/cnnscope
 export SHARED=${SHARED:-$(cd .. && pwd)/shared}
 # OpenMP threads sleep when idle instead of spinning: the suite runs Python and C side by side.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# Quick mode (sanitized build): smaller inputs, sanitizer options, tests that cannot apply skipped.
+declare -A skip_reason=()
+if [[ "${BUILD%/}" == *build-san ]] || [ "${SANITIZE:-0}" = 1 ]; then
+  export CNNSCOPE_TEST_QUICK=1
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  skip_reason=(
+    [test_fuzz_smoke]="builds its own ASan harnesses"
+    [test_neon_qemu]="a cross build for QEMU, not $BUILD's binaries"
+    [test_build_matrix]="makes its own builds"
+    [test_valgrind]="valgrind cannot run ASan binaries"
+  )
+  echo "quick mode (sanitized build $BUILD): CNNSCOPE_TEST_QUICK=1"
+fi
 mkdir -p "$BUILD/test-logs"
 # Small generated models for the C tests (they read $FIXTURES).
 export FIXTURES=$BUILD/fixtures
@@ -21,12 +41,16 @@ tests=()
 for t in "$BUILD"/tests/test_*; do [ -x "$t" ] && tests+=("$t"); done
 for t in tests/test_*.sh tests/test_*.py; do [ -f "$t" ] && tests+=("$t"); done
 
-passed=0; failed=0; failures=()
+passed=0; failed=0; skipped=0; failures=()
 for t in "${tests[@]}"; do
   name=$(basename "$t"); name=${name%.*}
   if [ -n "${TESTS:-}" ]; then
     match=0; for pat in $TESTS; do [[ "$name" == *"$pat"* ]] && match=1; done
     [ $match = 1 ] || continue
+  fi
+  if [ -n "${skip_reason[$name]:-}" ]; then
+    skipped=$((skipped + 1)); printf 'SKIP  %-40s       (%s)\n' "$name" "${skip_reason[$name]}"
+    continue
   fi
   log="$BUILD/test-logs/$name.log"
   start=$(date +%s)
@@ -47,5 +71,7 @@ for t in "${tests[@]}"; do
 done
 echo
 [ $failed -gt 0 ] && echo "failed: ${failures[*]}"
+[ $skipped -gt 0 ] && echo "$skipped skipped"
+echo "wall time: $(( $(date +%s) - suite_start )) s"
 echo "$passed passed, $failed failed"
 [ $failed = 0 ] && [ $passed -gt 0 ]

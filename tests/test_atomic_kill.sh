@@ -12,6 +12,8 @@
 # temporary file "<output>.tmp.<pid>" behind (nothing can clean up after SIGKILL; preprocess's
 # staged .npy may also show as "<output>.tmp.<pid>.tmp.<pid>" while it is being written). The
 # test checks that every leftover has exactly such a name, for the killed pid, and nothing else.
+# Quick mode (CNNSCOPE_TEST_QUICK=1, the sanitized suite): the long runs use the first 200 CIFAR
+# images of each class (2,000) and 8,000 feature rows instead of 10,000 and 20,000; same checks.
 set -u
 # Idle OpenMP workers sleep instead of spinning: the machine's cores are shared (spinning made
 # a 3 s run take 40 s under load). Results do not depend on it.
@@ -26,6 +28,17 @@ images=$SHARED/data/cifar10/test
 python3 scripts/convert.py "$checkpoint" -o "$tmp/r20.cnn" >/dev/null || { echo "FAIL: convert"; exit 1; }
 fails=0
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+# The inputs of the long runs: all 10,000 test images and 20,000 feature rows, or in quick mode
+# (the slower sanitized build) the first 200 images of each class and 8,000 rows.
+long_images=$images n_images=10000 n_rows=20000
+if [ "${CNNSCOPE_TEST_QUICK:-0}" = 1 ]; then
+  long_images=$tmp/quick n_images=2000 n_rows=8000
+  for d in "$images"/*/; do
+    c=$(basename "$d"); mkdir -p "$long_images/$c"
+    ls "$d" | LC_ALL=C sort | sed -n "1,200p" | while read -r f; do ln -s "$(cd "$d" && pwd)/$f" "$long_images/$c/$f"; done
+  done
+  echo "quick mode (CNNSCOPE_TEST_QUICK=1): long runs on $n_images images and $n_rows feature rows"
+fi
 
 # The previous, complete outputs: from 20 images (2 per class).
 for d in "$images"/*/; do
@@ -79,7 +92,7 @@ check_pair() {
 # temporary file appears (while writing). Both over an existing complete output.
 caught=0
 for attempt in 0.2 1.0 write write write; do
-  "$CNNSCOPE" preprocess "$tmp/r20.cnn" "$images" --threads 2 -o "$tmp/out/x.npy" >/dev/null 2>&1 &
+  "$CNNSCOPE" preprocess "$tmp/r20.cnn" "$long_images" --threads 2 -o "$tmp/out/x.npy" >/dev/null 2>&1 &
   pid=$!
   if [ "$attempt" = write ]; then
     for _ in $(seq 1 6000); do   # up to 60 s
@@ -98,7 +111,7 @@ for attempt in 0.2 1.0 write write write; do
   else
     # The run may have finished its rename just before the kill: then x.npy must be complete.
     size=$(stat -c %s "$tmp/out/x.npy" 2>/dev/null || echo 0)
-    [ "$size" -eq $((128 + 10000 * 3 * 32 * 32 * 4)) ] || fail "x.npy is neither the previous file nor complete ($size bytes)"
+    [ "$size" -eq $((128 + n_images * 3 * 32 * 32 * 4)) ] || fail "x.npy is neither the previous file nor complete ($size bytes)"
     echo "     (the run completed before the kill)"; cp "$tmp/previous.npy" "$tmp/out/x.npy"
   fi
   check_pair "$tmp/out"
@@ -108,7 +121,7 @@ echo "kills during the write: $caught"
 
 # 3. eval --predictions killed at several points: the previous predictions stay.
 for delay in 0.3 1.5 4; do
-  "$CNNSCOPE" eval "$tmp/r20.cnn" "$images" --threads 2 --predictions "$tmp/out/pred.csv" >/dev/null 2>&1 &
+  "$CNNSCOPE" eval "$tmp/r20.cnn" "$long_images" --threads 2 --predictions "$tmp/out/pred.csv" >/dev/null 2>&1 &
   pid=$!
   sleep $delay; kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
   echo "eval killed after ${delay}s:"
@@ -117,7 +130,7 @@ done
 
 # 4. a fresh output path: nothing at all after a kill. Killed the moment its temporary file
 # appears (a fixed delay is not enough: 10,000 CIFAR images can be done in well under a second).
-"$CNNSCOPE" preprocess "$tmp/r20.cnn" "$images" -o "$tmp/fresh/x.npy" >/dev/null 2>&1 &
+"$CNNSCOPE" preprocess "$tmp/r20.cnn" "$long_images" -o "$tmp/fresh/x.npy" >/dev/null 2>&1 &
 pid=$!
 for _ in $(seq 1 6000); do   # up to 60 s
   compgen -G "$tmp/fresh/x.npy.tmp.$pid*" >/dev/null && break
@@ -136,11 +149,11 @@ fi
 
 # 5. knn-eval --csv killed over a previous CSV (from 200 rows): at fixed delays, and the moment
 # its temporary file appears (the CSV is written last and quickly: catching it is not required).
-"$PYTHON" - "$tmp" <<'PY' || { echo "FAIL: cannot make the feature tables"; exit 1; }
+"$PYTHON" - "$tmp" "$n_rows" <<'PY' || { echo "FAIL: cannot make the feature tables"; exit 1; }
 import sys
 import numpy as np
 d, rng = sys.argv[1], np.random.default_rng(8)
-for name, n in (("small", 200), ("big", 20000)):
+for name, n in (("small", 200), ("big", int(sys.argv[2]))):
     np.save("%s/%s.npy" % (d, name), rng.standard_normal((n, 32)).astype(np.float32))
     with open("%s/%s.labels.txt" % (d, name), "w") as f:
         f.writelines("%d c%d\n" % (i % 10, i % 10) for i in range(n))
@@ -166,7 +179,7 @@ for attempt in 0.3 1.0 write; do
     check_after_kill "$tmp/out/knn.csv" "$tmp/previous-knn.csv" $pid
   else
     lines=$(wc -l <"$tmp/out/knn.csv")
-    [ "$lines" -eq 20001 ] || fail "knn.csv is neither the previous file nor complete ($lines lines)"
+    [ "$lines" -eq $((n_rows + 1)) ] || fail "knn.csv is neither the previous file nor complete ($lines lines)"
     echo "     (the run completed before the kill)"; cp "$tmp/previous-knn.csv" "$tmp/out/knn.csv"
   fi
 done

@@ -12,8 +12,8 @@
 # warning line and goes on (exit 0): a million-image job does not stop for one bad file.
 #
 # The corpus is made here from tests/make_tiny_model.py's tiny_resnet and PIL / numpy (nothing
-# binary is committed). CNNSCOPE may be the sanitizer build (tests/test_sanitize.sh runs this
-# file with build-san/cnnscope).
+# binary is committed). CNNSCOPE may be the sanitizer build (the sanitized pass of `make test`
+# runs this file with build-san/cnnscope).
 set -u
 CNNSCOPE=${CNNSCOPE:-build/cnnscope}
 PYTHON=${PYTHON:-/usr/bin/python3}

@@ -4,6 +4,9 @@
 # the metadata training used and the receptive fields its layers imply, and cnnscope's top-1 on
 # the 10,000 Fashion-MNIST test images equals the PyTorch figure recorded at training time
 # (weights/fashion_<arch>.json) within 0.1 points.
+# Quick mode (CNNSCOPE_TEST_QUICK=1, the sanitized suite): eval on the first 50 test images of
+# each class (500) instead; cnnscope's prediction must equal PyTorch's (the file's weights loaded
+# into scripts/train_fashion.py's network) on every image, probabilities within 1e-3.
 set -euo pipefail
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -11,6 +14,19 @@ CNNSCOPE=${CNNSCOPE:-$BUILD/cnnscope}
 data=$BUILD/fashion-test
 MAX_BYTES=2000000
 [ -d "$data" ] || "$PYTHON" scripts/fashion_to_folder.py --split test -o "$data"
+QUICK=${CNNSCOPE_TEST_QUICK:-0}
+QUICK_PER_CLASS=50
+if [ "$QUICK" = 1 ]; then
+  # the first QUICK_PER_CLASS images (sorted) of each class, as symlinks
+  quick_data=$BUILD/fashion-quick$QUICK_PER_CLASS
+  rm -rf "$quick_data"
+  for d in "$data"/*/; do
+    c=$(basename "$d"); mkdir -p "$quick_data/$c"
+    ls "$d" | LC_ALL=C sort | sed -n "1,${QUICK_PER_CLASS}p" |
+      while read -r f; do ln -s "$(cd "$d" && pwd)/$f" "$quick_data/$c/$f"; done
+  done
+  echo "quick mode (CNNSCOPE_TEST_QUICK=1): eval on $QUICK_PER_CLASS images per class, compared image by image with PyTorch"
+fi
 
 # name, arch recorded in the file, then "node:rf" pairs that `cnnscope info` must show: the
 # first conv sees its kernel, the last feature node what the kernels, pools and strides add up to.
@@ -35,6 +51,50 @@ check_model() {
     [ "$got" = "$want" ] || { echo "FAIL: $model: node $node has rf '$got', expected $want"; exit 1; }
   done
 
+  if [ "$QUICK" = 1 ]; then
+    local pred=$BUILD/default-pred-$name.csv
+    "$CNNSCOPE" eval "$model" "$quick_data" --threads 2 --predictions "$pred" | tee "$eval"
+    "$PYTHON" - "$model" "$quick_data" "$pred" "$eval" $((10 * QUICK_PER_CLASS)) <<'PY'
+import csv, re, sys
+import numpy as np
+import torch
+from PIL import Image
+sys.path.insert(0, "scripts")
+import cnnfile, train_fashion
+model, folder, pred_csv, eval_txt, want = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+m = cnnfile.read_model(model)
+net = {"fashion_resnet20": train_fashion.resnet20, "fashion_alexnet": train_fashion.FashionAlexNet,
+       "fashion_vgg": train_fashion.FashionVGG}[m["meta"]["name"]]()
+state = {k: torch.from_numpy(np.frombuffer(b, dtype="<f4").reshape(dims).copy())
+         for k, (dims, b) in m["tensors"].items()}
+missing, unexpected = net.load_state_dict(state, strict=False)
+assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+net.eval()
+mean, std = m["meta"]["mean"][0], m["meta"]["std"][0]
+with open(pred_csv, newline="") as f:
+    rows = list(csv.DictReader(f))
+assert len(rows) == want, "%d rows in %s, expected %d" % (len(rows), pred_csv, want)
+x = np.stack([np.asarray(Image.open("%s/%s" % (folder, r["path"])).convert("L"), dtype=np.float32)
+              for r in rows])[:, None] / 255.0
+with torch.no_grad():
+    p = torch.softmax(net(torch.from_numpy((x - mean) / std)), dim=1).numpy()
+ours = np.array([int(r["pred"]) for r in rows])
+prob = np.array([float(r["prob"]) for r in rows])
+label = np.array([int(r["label"]) for r in rows])
+theirs = p.argmax(axis=1)
+differ = int((ours != theirs).sum())
+diff = float(np.abs(prob - p[np.arange(len(rows)), ours]).max())
+top1 = 100.0 * float((ours == label).mean())
+printed = float(re.search(r"^top-1 accuracy: ([0-9.]+) %", open(eval_txt).read(), re.M).group(1))
+print("%s: %d images, cnnscope top-1 %.2f %%, PyTorch differs on %d, max |prob diff| %.2g"
+      % (m["meta"]["name"], len(rows), top1, differ, diff))
+assert differ == 0, "cnnscope and PyTorch predict differently on %d of %d images" % (differ, len(rows))
+assert diff <= 1e-3, "probabilities differ from PyTorch's softmax by %.3g (limit 1e-3)" % diff
+assert abs(printed - top1) < 0.006, "eval printed %.2f %%, the CSV gives %.2f %%" % (printed, top1)
+assert top1 >= 85.0, "accuracy %.2f %% on the subset is below 85 %%" % top1
+PY
+    return
+  fi
   "$CNNSCOPE" eval "$model" "$data" --threads 2 | tee "$eval"
   local ours count
   ours=$(sed -n 's/^top-1 accuracy: \([0-9.]*\) %.*/\1/p' "$eval")

@@ -33,6 +33,8 @@ strongest position and an explicit one), and the figure PNG's size.
 
 Run from the repository root with /usr/bin/python3 (env BUILD, CNNSCOPE as in tests/run_all.sh);
 arguments: a subset of the architectures. Exit status 0 only if every comparison holds.
+Quick mode (CNNSCOPE_TEST_QUICK=1, the sanitized suite): alexnet and resnet18 only
+(vgg16, vgg11_bn and resnet50 left out), every comparison as above.
 """
 import os
 import re
@@ -66,6 +68,10 @@ ARCHS = {
     "resnet50": "layer4.2",
 }
 RESNETS = {"resnet18", "resnet50"}
+# Quick mode (tests/run_all.sh on the sanitized build): the two smallest architectures, which
+# still cover max pools without BN, BN + residual, the cam refusal and resnet18's extra checks.
+QUICK = os.environ.get("CNNSCOPE_TEST_QUICK") == "1"
+QUICK_ARCHS = ["alexnet", "resnet18"]
 METHODS = ["saliency", "deconvnet", "guided", "gradcam", "guided-gradcam"]
 
 
@@ -462,7 +468,9 @@ def main():
     work = os.path.join(BUILD, "explain_torch")
     os.makedirs(work, exist_ok=True)
     problems = []
-    archs = sys.argv[1:] or list(ARCHS)   # arguments: a subset, for development
+    archs = sys.argv[1:] or (QUICK_ARCHS if QUICK else list(ARCHS))   # arguments: a subset, for development
+    if QUICK:
+        print("quick mode (CNNSCOPE_TEST_QUICK=1): architectures %s only" % ", ".join(archs))
     print("== the command, on the tiny fixture model")
     try:
         problems += test_cli(work)

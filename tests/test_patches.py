@@ -32,6 +32,9 @@ terminal; an unreadable image is skipped with a warning.
 OMP_WAIT_POLICY=passive is set for the cnnscope runs: on a machine whose cores are busy with
 other work, libgomp's default spinning at barriers makes 2-thread runs 10-20x slower.
 Env: BUILD, CNNSCOPE, SHARED. Missing shared data or default model is a failure.
+Quick mode (CNNSCOPE_TEST_QUICK=1, the sanitized suite): A on the first 10 CIFAR test images of
+each class (100; peak memory compared with 20 images, ASan's quarantine off), B on 5 per class,
+C and D on 20 Fashion-MNIST images per class (200); the same brute-force comparisons.
 """
 import csv
 import json
@@ -55,6 +58,12 @@ SLACK = 4             # brute-force candidates kept beyond K, for the near-tie c
 TOLERANCE = 1e-5      # relative: batch-size dependent rounding of the engine's kernels
 ENV = dict(os.environ, OMP_WAIT_POLICY="passive")
 DEFAULT_MODEL = os.path.join(REPO, "weights", "fashion_resnet20.cnn")
+# Images per class of each part: all 10,000 CIFAR test images for A (None), 40 for B, 100
+# Fashion-MNIST images for C and D; fewer in quick mode (tests/run_all.sh, sanitized build).
+QUICK = vis_common.QUICK
+A_PER_CLASS = 10 if QUICK else None
+B_PER_CLASS = 5 if QUICK else 40
+FASHION_PER_CLASS = 20 if QUICK else 100
 
 
 def run(cmd, what):
@@ -202,7 +211,7 @@ def read_index(out_dir):
     return hits, doc
 
 
-def patches(model, folder, out_name, layer, channels, k, per_image=None, extra=(), batch=CHUNK):
+def patches(model, folder, out_name, layer, channels, k, per_image=None, extra=(), batch=CHUNK, env=None):
     """Runs cnnscope patches; batch=None keeps its default batch size."""
     out_dir = os.path.join(OUT, out_name)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -213,7 +222,7 @@ def patches(model, folder, out_name, layer, channels, k, per_image=None, extra=(
     if per_image is not None:
         cmd += ["--per-image", str(per_image)]
     t0 = time.time()
-    stdout, stderr, maxrss = run_measured(cmd)
+    stdout, stderr, maxrss = run_measured(cmd, env)
     if stderr.strip():
         raise Failure("patches printed on stderr although it is not a terminal: %r" % stderr[:500])
     LAST_RSS[0] = maxrss
@@ -223,7 +232,7 @@ def patches(model, folder, out_name, layer, channels, k, per_image=None, extra=(
 LAST_RSS = [0]
 
 
-def run_measured(cmd):
+def run_measured(cmd, env=None):
     """Runs cmd; returns stdout, stderr and its peak resident memory in KiB: VmHWM of
     /proc/PID/status, polled while it runs (rusage's maxrss would include the memory of this
     Python process, which the child is forked from)."""
@@ -231,7 +240,7 @@ def run_measured(cmd):
     import tempfile
     peak = 0
     with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
-        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=ENV)
+        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env or ENV)
         while p.poll() is None:
             try:
                 with open("/proc/%d/status" % p.pid) as f:
@@ -361,10 +370,13 @@ def cifar_subset(per_class):
 def test_cifar_10000():
     model = cifar_model(56)
     folder = need(os.path.join(CIFAR, "test"), "CIFAR-10 test images (shared data)")
+    expected = 10000
+    if A_PER_CLASS is not None:   # quick mode
+        folder, expected = cifar_subset(A_PER_CLASS), 10 * A_PER_CLASS
     ds = Dataset(model, folder, "c56_10k")
     ds.mean, ds.std = CIFAR_MEAN, CIFAR_STD
-    if len(ds.paths) != 10000:
-        raise Failure("expected the 10,000 CIFAR-10 test images, found %d" % len(ds.paths))
+    if len(ds.paths) != expected:
+        raise Failure("expected %d CIFAR-10 test images, found %d" % (expected, len(ds.paths)))
     fields = cifar_fields(56, 32, 32)
     # (layer as named on the command line, node name, channels, --channels, K)
     runs = [("relu", "relu", list(range(16)), "all", 16),
@@ -384,25 +396,34 @@ def test_cifar_10000():
         if node not in stdout:
             raise Failure("--layer %s should mean %s: %s" % (layer, node, stdout))
         check_run(ds, out_dir, node, ch, k, want[i], fields, stats=STATS, exact=exact)
-        print("  resnet56 %-15s 10000 images, %2d channels, top %d: equal%s (%.1f s)"
-              % (node, len(ch), k, "" if exact else " up to near ties", dt))
+        print("  resnet56 %-15s %d images, %2d channels, top %d: equal%s (%.1f s)"
+              % (node, len(ds.paths), len(ch), k, "" if exact else " up to near ties", dt))
     # the default batch size (16): equal up to near ties
     out_dir, stdout, dt = patches(model, folder, "c56_10k_relu_b16", "relu", "all", 16, batch=None)
     check_run(ds, out_dir, "relu (default batch)", list(range(16)), 16, want[0], fields, check_pixels=0,
               exact=False)
     print("  resnet56 relu, default batch: equal up to near ties (%.1f s)" % dt)
-    # memory does not grow with the number of images: 10,000 images against 100
-    rss_10k = LAST_RSS[0]
-    patches(model, cifar_subset(10), "c56_100_relu_b16", "relu", "all", 16, batch=None)
+    # memory does not grow with the number of images: 10,000 images against 100 (quick mode: 100
+    # against 20, both rerun with ASan's quarantine off: freed blocks it keeps would grow with
+    # the images)
+    rss_10k, few = LAST_RSS[0], 10
+    if QUICK:
+        env = dict(ENV, ASAN_OPTIONS=ENV.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0")
+        patches(model, folder, "c56_many_relu_b16", "relu", "all", 16, batch=None, env=env)
+        rss_10k, few = LAST_RSS[0], 2
+    else:
+        env = None
+    patches(model, cifar_subset(few), "c56_100_relu_b16", "relu", "all", 16, batch=None, env=env)
     rss_100 = LAST_RSS[0]
-    print("  peak memory: %d KiB for 10,000 images, %d KiB for 100" % (rss_10k, rss_100))
+    print("  peak memory: %d KiB for %d images, %d KiB for %d" % (rss_10k, len(ds.paths), rss_100, 10 * few))
     if rss_100 <= 0 or rss_10k > rss_100 + 8192:
-        raise Failure("peak memory grows with the images: %d KiB for 10,000, %d KiB for 100" % (rss_10k, rss_100))
+        raise Failure("peak memory grows with the images: %d KiB for %d, %d KiB for %d"
+                      % (rss_10k, len(ds.paths), rss_100, 10 * few))
 
 
 def test_cifar_deep():
     model = cifar_model(56)
-    folder = cifar_subset(40)
+    folder = cifar_subset(B_PER_CLASS)
     ds = Dataset(model, folder, "c56_400")
     ds.mean, ds.std = CIFAR_MEAN, CIFAR_STD
     fields = cifar_fields(56, 32, 32)
@@ -442,10 +463,10 @@ def test_cifar_deep():
 
 
 def fashion_folder():
-    """An ImageFolder of the first 100 Fashion-MNIST test images of each class (1,000)."""
-    folder = os.path.join(OUT, "fashion1000")
+    """An ImageFolder of the first 100 (quick mode: 30) Fashion-MNIST test images of each class."""
+    folder = os.path.join(OUT, "fashion%d" % (10 * FASHION_PER_CLASS))
     if not os.path.isdir(folder):
-        run([sys.executable, "scripts/fashion_to_folder.py", "--split", "test", "--limit", "100", "-o",
+        run([sys.executable, "scripts/fashion_to_folder.py", "--split", "test", "--limit", str(FASHION_PER_CLASS), "-o",
              folder + ".tmp"], "fashion_to_folder")
         os.replace(folder + ".tmp", folder)
     return folder
@@ -597,6 +618,8 @@ def test_unreadable_and_defaults():
 def main():
     global OUT
     OUT = vis_common.private_dir("patches")
+    vis_common.quick_note("CIFAR part A on %s images per class, B on %d, Fashion-MNIST parts on %d"
+                          % (A_PER_CLASS, B_PER_CLASS, FASHION_PER_CLASS))
     status = main_wrapper([
         ("CIFAR ResNet-56, 10,000 test images, early layers and the deepest block", test_cifar_10000),
         ("CIFAR ResNet-56, 400 images, middle layers, linear, per-image, threads, batch", test_cifar_deep),

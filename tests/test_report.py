@@ -12,6 +12,7 @@ On 300 Fashion-MNIST test images (a fixed sample, --images 300) with the default
 - a missing DIR, a corrupt model or an -o folder that is not a report fail with exit 2 and
   leave the previous folder as it was, with no temporary folder left;
 - an unreadable image in a plain folder (no labels) is left out, and the page says so.
+Quick mode (CNNSCOPE_TEST_QUICK=1, the sanitized suite): --images 150 instead of 300; same checks.
 """
 import html.parser
 import json
@@ -24,11 +25,12 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vis_common import CNNSCOPE, BUILD, PYTHON, Failure, main_wrapper, private_dir, run  # noqa: E402
+from vis_common import (CNNSCOPE, BUILD, PYTHON, QUICK, Failure, main_wrapper, private_dir,  # noqa: E402
+                        quick_note, run)
 
 MODEL = "weights/fashion_resnet20.cnn"
 DATA = os.path.join(BUILD, "fashion-test")
-N = 300
+N = 150 if QUICK else 300   # quick mode (tests/run_all.sh, sanitized build): a smaller sample
 FEW = 40
 FIXED_FILES = {"index.html", "data.js", "timings.js", "report.css", "report.js"}
 
@@ -335,6 +337,7 @@ def test_unreadable_image_unlabelled():
 
 
 if __name__ == "__main__":
+    quick_note("--images %d" % N)
     sys.exit(main_wrapper([
         ("report folder", test_report),
         ("accuracy and predictions equal cnnscope eval", test_accuracy_equals_eval),

@@ -3,6 +3,8 @@
 # (first 512 training images in batches of 32, 1 epoch, 1 thread) with the same seed give
 # byte-identical weights, and another seed gives different ones. The saved checkpoints also
 # convert without --arch (scripts/convert.py detects fashion_alexnet / fashion_vgg) and load.
+# Quick mode (CNNSCOPE_TEST_QUICK=1, the sanitized suite): 256 training images and 100 test
+# images per run instead of 512 and 200; the same assertions.
 set -euo pipefail
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -10,10 +12,15 @@ CNNSCOPE=${CNNSCOPE:-$BUILD/cnnscope}
 mkdir -p "$BUILD"
 tmp=$(mktemp -d "$BUILD/train-repro.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
+LIMIT=512 TEST_LIMIT=200
+if [ "${CNNSCOPE_TEST_QUICK:-0}" = 1 ]; then
+  LIMIT=256 TEST_LIMIT=100   # (fewer than 8 batches of 32: OneCycleLR divides by zero)
+  echo "quick mode (CNNSCOPE_TEST_QUICK=1): $LIMIT training images, $TEST_LIMIT test images per run"
+fi
 
 train() {   # arch seed out
-  "$PYTHON" scripts/train_fashion.py --arch "$1" --seed "$2" --out "$3" --limit 512 --batch-size 32 \
-    --test-limit 200 --epochs 1 --threads 1 --log '' --json '' >"$3.txt" 2>&1 \
+  "$PYTHON" scripts/train_fashion.py --arch "$1" --seed "$2" --out "$3" --limit "$LIMIT" --batch-size 32 \
+    --test-limit "$TEST_LIMIT" --epochs 1 --threads 1 --log '' --json '' >"$3.txt" 2>&1 \
     || { cat "$3.txt"; echo "FAIL: train_fashion.py --arch $1 --seed $2"; exit 1; }
   grep "^epoch" "$3.txt"
 }

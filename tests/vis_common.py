@@ -3,6 +3,9 @@
 Models are converted into $BUILD/vis-tests (cached by modification time); images written by
 cnnscope are read back with PIL; the viridis table is read from vis/colormap.c (and checked
 against published anchor values) so that tests can predict colours exactly.
+
+QUICK (CNNSCOPE_TEST_QUICK=1, set by tests/run_all.sh for the sanitized build): the long tests
+run on smaller inputs (see each test's header); quick_note() says so in their output.
 """
 import os
 import re
@@ -20,6 +23,14 @@ SHARED = os.environ.get("SHARED") or os.path.join(REPO, "..", "shared")
 PYTHON = sys.executable or "/usr/bin/python3"
 WORK = os.path.join(BUILD, "vis-tests")
 CIFAR = os.path.join(SHARED, "data", "cifar10")
+# Quick mode: smaller inputs for the sanitized run (tests/run_all.sh sets it for build-san).
+QUICK = os.environ.get("CNNSCOPE_TEST_QUICK") == "1"
+
+
+def quick_note(what):
+    """Prints (in quick mode only) that the test ran on smaller inputs, and what they were."""
+    if QUICK:
+        print("quick mode (CNNSCOPE_TEST_QUICK=1): %s" % what)
 
 SEPARATOR = (40, 40, 40)     # VIS_SEPARATOR_RGB
 OUTSIDE = (128, 0, 128)      # VIS_OUTSIDE_RGB

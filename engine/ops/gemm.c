@@ -125,6 +125,22 @@ static void pack_b(int n, int kc, int NR, const b_source *src, int p0, int j0, f
     }
 }
 
+// A buffer of at least `bytes` (64-byte aligned) that belongs to the calling thread and is kept
+// for its next call, in one of two slots (0: a thread's packing buffer, 1: the B shared by a
+// team). Products come by the thousand - every conv of every image - and a malloc and free of
+// a large buffer for each fragmented the heap: a 10,000-image run grew to several times the
+// memory of a 100-image one. NULL if there is no memory (the callers then do without).
+static float *thread_buffer(int slot, size_t bytes) {
+    static _Thread_local float *buffer[2];
+    static _Thread_local size_t have[2];
+    if (bytes > have[slot]) {
+        free(buffer[slot]);
+        buffer[slot] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        have[slot] = buffer[slot] ? bytes : 0;
+    }
+    return buffer[slot];
+}
+
 // The epilogue on the mr x n block of C at `c` whose sums are complete (residual: the same
 // block of the residual, or NULL).
 static void finish_block(const sgemm_epilogue *ep, int mr, int n, float *c, int ldc,
@@ -195,7 +211,7 @@ static int sgemm_shared_b(const cnn_kernel_table *kt, int M, int N, int K, const
     const int panels = ceil_div(N, NR), slivers = ceil_div(M, MR);
     const size_t M_pad = (size_t)round_up(M, MR);
     size_t bytes = ((size_t)(K < kt->kc ? K : kt->kc) * panels * NR * sizeof(float) + 63) / 64 * 64;
-    float *b_shared = aligned_alloc(64, bytes);
+    float *b_shared = thread_buffer(1, bytes);
     if (!b_shared) return 0;
     #pragma omp parallel
     {
@@ -229,7 +245,6 @@ static int sgemm_shared_b(const cnn_kernel_table *kt, int M, int N, int K, const
             }   // (and here: nobody packs the next slice while the buffer is read)
         }
     }
-    free(b_shared);
     return 1;
 }
 
@@ -294,7 +309,7 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
     {
         // One buffer per thread for all its tiles. Without one, a small stack buffer packs one
         // panel at a time (slower, same numbers).
-        float *buf = low_memory ? NULL : aligned_alloc(64, bytes);
+        float *buf = low_memory ? NULL : thread_buffer(0, bytes);
         _Alignas(64) float small_a[MR_MAX * KC_MAX], small_b[NR_MAX * KC_MAX], small_row[NR_MAX];
         float *a_buf = buf ? buf : small_a;
         float *b_buf = buf ? buf + a_floats : small_b;
@@ -312,7 +327,6 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
                       C + (size_t)i0 * ldc + j0, ldc, accumulate, ep, residual, a_buf, b_buf,
                       b_panels, scratch);
         }
-        free(buf);
     }
 }
 

@@ -205,6 +205,53 @@ static void conv2d_plane_direct(float *out, const float *inp, const float *w, fl
     }
 }
 
+// One conv2d_forward_fused call's operands, for conv2d_gemm_image.
+typedef struct {
+    const float *inp, *weight;
+    const struct sgemm_packed_a *packed;
+    const float *bias, *residual;
+    int relu, C, H, W, K, OH, OW;
+    const cnn_window *win;
+    float *workspace;
+    int stored;   // im2col stored in the workspace (else gathered while packing)
+} conv2d_gemm_job;
+
+// Image n of a GEMM-path conv: out_g[Kg, P] = weight_g[Kg, CRS] @ col[CRS, P] for each group,
+// bias first, the epilogue in sgemm.
+static void conv2d_gemm_image(const conv2d_gemm_job *j, float *out, int n) {
+    const cnn_window *win = j->win;
+    int G = win->groups, Cg = j->C / G, Kg = j->K / G;
+    int CRS = Cg * win->kernel[0] * win->kernel[1];
+    size_t P = (size_t)j->OH * j->OW;
+    int pointwise = conv2d_path(j->C, win) == CONV_POINTWISE_GEMM;
+    for (int g = 0; g < G; g++) {
+        const float *inp_g = j->inp + ((size_t)n * j->C + (size_t)g * Cg) * j->H * j->W;
+        const float *weight_g = j->weight ? j->weight + (size_t)g * Kg * CRS : NULL;   // (Kg,CRS)
+        float *out_g = out + ((size_t)n * j->K + (size_t)g * Kg) * P;               // (Kg,P)
+        if (j->bias) {
+            for (int k = 0; k < Kg; k++) {
+                float b = j->bias[g * Kg + k];
+                float *row = out_g + (size_t)k * P;
+                for (size_t i = 0; i < P; i++) row[i] = b;
+            }
+        }
+        sgemm_epilogue ep = {j->residual ? j->residual + (out_g - out) : NULL, (int)P, j->relu};
+        im2col_view cols = {inp_g, j->H, j->W, j->OH, j->OW, win};   // (CRS, P)
+        sgemm_operands op = {.A = weight_g, .lda = CRS, .a_packed = G == 1 ? j->packed : NULL,
+                             .ldb = (int)P, .ep = &ep};
+        if (pointwise) {   // the image is the (Cg, P) matrix already
+            op.B = inp_g;
+        } else if (j->stored) {
+            im2col(j->workspace, &cols, CRS);
+            op.B = j->workspace;
+        } else {
+            op.b_row = im2col_row;
+            op.b_ctx = &cols;
+        }
+        sgemm_general(Kg, (int)P, CRS, &op, out_g, (int)P, j->bias != NULL);
+    }
+}
+
 void conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win,
                     float *workspace) {
@@ -222,10 +269,7 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight,
     int G = win->groups, Cg = C / G, Kg = K / G;
     int CRS = Cg * win->kernel[0] * win->kernel[1];
     size_t P = (size_t)OH * OW;
-    conv2d_path_kind path = conv2d_path(C, win);
-    int stored = im2col_stored(C, OH, OW, win);
-
-    if (path == CONV_DEPTHWISE_DIRECT) {
+    if (conv2d_path(C, win) == CONV_DEPTHWISE_DIRECT) {
         int planes = N * K;
         #pragma omp parallel for schedule(static)
         for (int plane = 0; plane < planes; plane++) {
@@ -247,41 +291,21 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight,
     // sgemm calls then run serially): no fork and join per small product, and no split of a
     // product into tiles just to share it. The im2col rows are then gathered, never stored (the
     // workspace is one group's). Each output element is still computed by one thread in the
-    // same order, so the result does not depend on this choice.
+    // same order, so the result does not depend on this choice. (Two loops, not one with an
+    // `if` clause: an inactive region around sgemm would keep sgemm's own threads from
+    // starting.)
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_in_parallel() ? 1 : omp_get_max_threads();
 #endif
-    int by_image = N > 1 && threads > 1 && N >= threads;
-    if (by_image) stored = 0;
-    #pragma omp parallel for schedule(dynamic) if (by_image)
-    for (int n = 0; n < N; n++) {
-        for (int g = 0; g < G; g++) {
-            const float *inp_g = inp + ((size_t)n * C + (size_t)g * Cg) * H * W;   // (Cg,H,W)
-            const float *weight_g = weight ? weight + (size_t)g * Kg * CRS : NULL;   // (Kg,CRS)
-            float *out_g = out + ((size_t)n * K + (size_t)g * Kg) * P;           // (Kg,P)
-            if (bias) {
-                for (int k = 0; k < Kg; k++) {
-                    float b = bias[g * Kg + k];
-                    float *row = out_g + (size_t)k * P;
-                    for (size_t i = 0; i < P; i++) row[i] = b;
-                }
-            }
-            sgemm_epilogue ep = {residual ? residual + (out_g - out) : NULL, (int)P, relu};
-            im2col_view cols = {inp_g, H, W, OH, OW, win};   // (CRS, P)
-            sgemm_operands op = {.A = weight_g, .lda = CRS, .a_packed = G == 1 ? packed : NULL,
-                                 .ldb = (int)P, .ep = &ep};
-            if (path == CONV_POINTWISE_GEMM) {   // the image is the (Cg, P) matrix already
-                op.B = inp_g;
-            } else if (stored) {
-                im2col(workspace, &cols, CRS);
-                op.B = workspace;
-            } else {
-                op.b_row = im2col_row;
-                op.b_ctx = &cols;
-            }
-            sgemm_general(Kg, (int)P, CRS, &op, out_g, (int)P, bias != NULL);
-        }
+    conv2d_gemm_job job = {inp, weight, packed, bias, residual, relu, C, H, W, K, OH, OW, win,
+                           workspace, 0};
+    if (N > 1 && threads > 1 && N >= threads) {
+        #pragma omp parallel for schedule(dynamic)
+        for (int n = 0; n < N; n++) conv2d_gemm_image(&job, out, n);
+    } else {
+        job.stored = im2col_stored(C, OH, OW, win);
+        for (int n = 0; n < N; n++) conv2d_gemm_image(&job, out, n);
     }
 }
 

@@ -49,7 +49,7 @@ struct cnn_session {
     unsigned char *needed;     // [n_nodes] runs at all
     unsigned char *kept;       // [n_nodes] readable after the run
     unsigned char *computed;   // [n_nodes] computed in the last run
-    unsigned char *folded;     // [n_nodes] conv whose batch norm was folded into it
+    int *folded_bn;            // [n_nodes] conv: the batch norm folded into it, or -1
     int *absorbed_by;          // [n_nodes] relu/add applied by this conv's epilogue, or -1
     unsigned char *hidden;     // [n_nodes] output overwritten by a later node's fused epilogue
     int *residual_of;          // [n_nodes] conv: the node its epilogue adds, or -1
@@ -90,7 +90,7 @@ void cnn_session_free(cnn_session *s) {
     free(s->needed);
     free(s->kept);
     free(s->computed);
-    free(s->folded);
+    free(s->folded_bn);
     free(s->absorbed_by);
     free(s->hidden);
     free(s->residual_of);
@@ -156,10 +156,11 @@ static int mark_needed(cnn_session *s, const cnn_session_options *o) {
     return target;
 }
 
-// Marks each batch norm that can be folded into its conv (s->folded); fills s->weight / s->bias
-// for convs and linears with the stored parameters.
+// Records each batch norm that can be folded into its conv (s->folded_bn); fills s->weight /
+// s->bias for convs and linears with the stored parameters.
 static void plan_folding(cnn_session *s, const int *readers, int fold) {
     const cnn_model *m = s->model;
+    for (int i = 0; i < m->n_nodes; i++) s->folded_bn[i] = -1;
     for (int i = 0; i < m->n_nodes; i++) {
         const cnn_node *nd = &m->nodes[i];
         if (nd->op == CNN_OP_CONV2D || nd->op == CNN_OP_LINEAR) {
@@ -169,7 +170,7 @@ static void plan_folding(cnn_session *s, const int *readers, int fold) {
         if (!fold || nd->op != CNN_OP_BATCHNORM || !s->needed[i]) continue;
         int c = nd->inputs[0];
         // Legal only if nobody else needs the conv's own (pre-BN) output.
-        if (m->nodes[c].op == CNN_OP_CONV2D && readers[c] == 1 && !s->kept[c]) s->folded[c] = 1;
+        if (m->nodes[c].op == CNN_OP_CONV2D && readers[c] == 1 && !s->kept[c]) s->folded_bn[c] = i;
     }
 }
 
@@ -180,16 +181,9 @@ static void plan_folding(cnn_session *s, const int *readers, int fold) {
 // loading does not fault in a second copy of them.
 static cnn_status prepare_weights(cnn_session *s) {
     const cnn_model *m = s->model;
-    int *bn_of = malloc(sizeof(int) * (size_t)m->n_nodes);   // conv -> its folded batch norm
-    float *scratch = NULL;                                      // a folded copy on its way
+    float *scratch = NULL;   // a folded copy on its way
     size_t scratch_floats = 0;
-    cnn_status st = bn_of ? CNN_OK : cnn_fail(CNN_ERR_NOMEM, "%s: out of memory", m->path);
-    for (int i = 0; st == CNN_OK && i < m->n_nodes; i++) bn_of[i] = -1;
-    for (int i = 0; st == CNN_OK && i < m->n_nodes; i++) {
-        const cnn_node *nd = &m->nodes[i];
-        if (nd->op == CNN_OP_BATCHNORM && s->needed[i] && s->folded[nd->inputs[0]])
-            bn_of[nd->inputs[0]] = i;
-    }
+    cnn_status st = CNN_OK;
     for (int i = 0; st == CNN_OK && i < m->n_nodes; i++) {
         const cnn_node *nd = &m->nodes[i];
         if (!s->needed[i] || nd->op != CNN_OP_CONV2D) continue;
@@ -200,8 +194,8 @@ static cnn_status prepare_weights(cnn_session *s) {
         int winograd = !s->opt.reference && s->opt.winograd &&
                        conv2d_winograd_suits(C, K, nd->h, nd->w, &nd->window);
         int pack = !s->opt.reference && !winograd && nd->window.groups == 1;
-        if (bn_of[i] >= 0) {   // fold: into the scratch if the folded copy is only on its way
-            const cnn_node *bn = &m->nodes[bn_of[i]];
+        if (s->folded_bn[i] >= 0) {   // fold: into the scratch if the copy is only on its way
+            const cnn_node *bn = &m->nodes[s->folded_bn[i]];
             float *w;
             if (winograd || pack) {
                 if (floats > scratch_floats) {
@@ -245,7 +239,6 @@ static cnn_status prepare_weights(cnn_session *s) {
         if (winograd || pack) s->weight[i] = NULL;   // the kernels read the transformed copy
     }
     free(scratch);
-    free(bn_of);
     return st;
 }
 
@@ -255,7 +248,7 @@ static int producing_conv(const cnn_session *s, int x) {
     const cnn_node *nd = &s->model->nodes[x];
     if (s->absorbed_by[x] >= 0) return s->absorbed_by[x];
     if (nd->op == CNN_OP_CONV2D) return x;
-    if (nd->op == CNN_OP_BATCHNORM && s->folded[nd->inputs[0]]) return nd->inputs[0];
+    if (nd->op == CNN_OP_BATCHNORM && s->folded_bn[nd->inputs[0]] >= 0) return nd->inputs[0];
     return -1;
 }
 
@@ -307,7 +300,8 @@ static void assign_buffers(cnn_session *s, const int *last_reader) {
         // flatten and dropout never change data: they are views of their input; so are a batch
         // norm folded into its conv and a node a conv's epilogue computed.
         int alias = nd->op == CNN_OP_FLATTEN || nd->op == CNN_OP_DROPOUT ||
-                    (nd->op == CNN_OP_BATCHNORM && s->folded[in]) || s->absorbed_by[i] >= 0;
+                    (nd->op == CNN_OP_BATCHNORM && s->folded_bn[in] >= 0) ||
+                    s->absorbed_by[i] >= 0;
         // Elementwise ops overwrite their input's buffer when nothing reads it after them.
         int elementwise = nd->op == CNN_OP_RELU || nd->op == CNN_OP_BATCHNORM ||
                           nd->op == CNN_OP_ADD;
@@ -389,7 +383,7 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
         s->needed = calloc((size_t)nn, 1);
         s->kept = calloc((size_t)nn, 1);
         s->computed = calloc((size_t)nn, 1);
-        s->folded = calloc((size_t)nn, 1);
+        s->folded_bn = malloc((size_t)nn * sizeof(int));
         s->absorbed_by = calloc((size_t)nn, sizeof(int));
         s->hidden = calloc((size_t)nn, 1);
         s->residual_of = calloc((size_t)nn, sizeof(int));
@@ -404,7 +398,7 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
         s->buffers = calloc((size_t)nn, sizeof(buffer_plan));
         s->tensors = calloc((size_t)nn, sizeof(cnn_tensor));
     }
-    if (!s || !readers || !s->needed || !s->kept || !s->computed || !s->folded ||
+    if (!s || !readers || !s->needed || !s->kept || !s->computed || !s->folded_bn ||
         !s->absorbed_by || !s->hidden || !s->residual_of || !s->relu_of || !s->winograd_u ||
         !s->own_weight || !s->own_bias || !s->packed ||
         !s->buffer_of || !s->weight || !s->bias || !s->buffers || !s->tensors) {
@@ -504,7 +498,7 @@ static void run_node(cnn_session *s, int i, int n) {
                                  &nd->window, residual, s->relu_of[i], s->workspace);
         break;
     case CNN_OP_BATCHNORM:
-        if (s->folded[nd->inputs[0]]) break;   // already applied by the conv
+        if (s->folded_bn[nd->inputs[0]] >= 0) break;   // already applied by the conv
         batchnorm_forward_ref(out, x, nd->p.bn.gamma, nd->p.bn.beta, nd->p.bn.mean, nd->p.bn.var,
                               nd->p.bn.eps, n, nd->c, nd->h * nd->w);
         break;
@@ -572,7 +566,7 @@ cnn_status cnn_session_run(cnn_session *s, const float *input, int n) {
         s->computed[i] = 1;
         // A folded conv's output is its batch norm's, reported there; a hidden node's was
         // overwritten by a fused epilogue, reported with the node that applied it.
-        if (s->folded[i] || s->hidden[i]) continue;
+        if (s->folded_bn[i] >= 0 || s->hidden[i]) continue;
         if (s->opt.tap && s->opt.tap(s->opt.tap_user, i, m->nodes[i].name, &s->tensors[i]))
             break;
     }
@@ -585,7 +579,7 @@ const cnn_tensor *cnn_session_output(const cnn_session *s, int node) {
         cnn_fail(CNN_ERR_ARG, "%s: node %d out of range (%d nodes)", m->path, node, m->n_nodes);
         return NULL;
     }
-    if (!s->kept[node] || !s->computed[node] || s->folded[node] || s->hidden[node]) {
+    if (!s->kept[node] || !s->computed[node] || s->folded_bn[node] >= 0 || s->hidden[node]) {
         cnn_fail(CNN_ERR_ARG, "%s: the output of '%s' was not %s in the last run", m->path,
                  m->nodes[node].name, s->computed[node] ? "kept" : "computed");
         return NULL;

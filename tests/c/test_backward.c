@@ -32,6 +32,9 @@
 #include "explain.h"
 #include "ops.h"
 
+#define RNG_SEED 20240611u   // this test's stream of random shapes and values
+#include "random.h"
+
 static int failures = 0;
 #define CHECK(cond, ...)                                                \
     do {                                                                \
@@ -42,38 +45,6 @@ static int failures = 0;
             printf("\n");                                               \
         }                                                               \
     } while (0)
-
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_backward: out of memory (%zu bytes)\n", bytes);
-        exit(2);
-    }
-    return p;
-}
-
-// --- seeded random numbers (a fixed LCG: every run tests the same cases) ---------------------
-
-static uint32_t rng_state = 20240611u;
-
-static uint32_t rng_next(void) {
-    rng_state = rng_state * 1664525u + 1013904223u;
-    return rng_state >> 8;   // 24 good bits
-}
-
-static int rng_int(int lo, int hi) {   // uniform in [lo, hi]
-    return lo + (int)(rng_next() % (uint32_t)(hi - lo + 1));
-}
-
-static float rng_float(void) {   // uniform in [-1, 1)
-    return (float)rng_next() / (float)(1u << 24) * 2.0f - 1.0f;
-}
-
-static float *random_array(size_t n, float scale) {
-    float *p = xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) p[i] = scale * rng_float();
-    return p;
-}
 
 static double max_abs(const float *a, size_t n) {
     double m = 0;

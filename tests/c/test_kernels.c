@@ -29,46 +29,17 @@
 #include "kernels/kernels.h"
 #include "ops.h"
 
+#define RNG_SEED 20240611u   // this test's stream of random shapes and values
+#include "random.h"
+
 static int failures = 0;
 static const char *isa_name = "?";   // the ISA under test, for messages
-
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_kernels: out of memory (%zu bytes)\n", bytes);
-        exit(2);
-    }
-    return p;
-}
-
-// --- seeded random numbers (a fixed LCG: every run tests the same shapes) --------------------
-
-static uint32_t rng_state = 20240611u;
-
-static uint32_t rng_next(void) {
-    rng_state = rng_state * 1664525u + 1013904223u;
-    return rng_state >> 8;
-}
-
-static int rng_int(int lo, int hi) {   // uniform in [lo, hi]
-    return lo + (int)(rng_next() % (uint32_t)(hi - lo + 1));
-}
 
 // Mostly small, sometimes up to `hi`: odd sizes and tails matter more than bulk.
 static int rng_size(int lo, int hi) {
     int r = rng_int(0, 3);
     int top = r == 0 ? hi : r == 1 ? (hi < 64 ? hi : 64) : (hi < 20 ? hi : 20);
     return rng_int(lo, top < lo ? lo : top);
-}
-
-static float rng_float(void) {   // uniform in [-1, 1)
-    return (float)rng_next() / (float)(1u << 24) * 2.0f - 1.0f;
-}
-
-static float *random_array(size_t n, float scale) {
-    float *p = xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) p[i] = scale * rng_float();
-    return p;
 }
 
 // --- comparisons ----------------------------------------------------------------------------

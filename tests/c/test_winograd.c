@@ -37,44 +37,15 @@
 
 #include "check.h"
 
+#define RNG_SEED 20240917u   // this test's stream of random shapes and values
+#include "random.h"
+
 #define TOLERANCE 3e-5
-
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_winograd: out of memory (%zu bytes)\n", bytes);
-        exit(2);
-    }
-    return p;
-}
-
-// --- seeded random numbers (a fixed LCG, so every run tests the same shapes) ----------------
-
-static uint32_t rng_state = 20240917u;
-
-static uint32_t rng_next(void) {
-    rng_state = rng_state * 1664525u + 1013904223u;
-    return rng_state >> 8;   // 24 good bits
-}
-
-static int rng_int(int lo, int hi) {   // uniform in [lo, hi]
-    return lo + (int)(rng_next() % (uint32_t)(hi - lo + 1));
-}
-
-static float rng_float(void) {   // uniform in [-1, 1)
-    return (float)rng_next() / (float)(1u << 24) * 2.0f - 1.0f;
-}
 
 static float rng_normal(void) {   // N(0, 1), Box-Muller
     double u1 = ((double)rng_next() + 1.0) / (double)(1u << 24);   // (0, 1]
     double u2 = (double)rng_next() / (double)(1u << 24);
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-static float *random_array(size_t n, float scale) {
-    float *p = xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) p[i] = scale * rng_float();
-    return p;
 }
 
 // max |a - b| / max |b|; NaN in `a` (an element never written) gives infinity.

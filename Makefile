@@ -115,7 +115,7 @@ setup:
 bench: $(BUILD)/cnnscope $(BENCH_BIN)
 	BUILD=$(BUILD) CC="$(CC)" $(PYTHON) bench/compare.py $(BENCH_ARGS)
 
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libcnnscope.a
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libcnnscope.a $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcnnscope.a $(LDLIBS)
 

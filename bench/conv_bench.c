@@ -24,6 +24,8 @@
 #include "kernels/kernels.h"
 #include "ops.h"
 
+#include "bench_common.h"
+
 typedef struct {
     const char *name;
     int N, C, H, W, K, R, S, stride, pad;
@@ -62,52 +64,6 @@ static const linear_shape linear_shapes[] = {
     {"fc vgg fc6 25088->4096", 25088, 4096},
     {"fc vgg fc7 4096->4096", 4096, 4096},
 };
-
-static int use_cpu_clock = 0;   // --cpu
-
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(use_cpu_clock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "conv_bench: out of memory (%zu bytes)\n", bytes);
-        exit(1);
-    }
-    return p;
-}
-
-static float *random_floats(size_t n, float scale, unsigned *seed) {
-    float *p = xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) {
-        *seed = *seed * 1664525u + 1013904223u;
-        p[i] = scale * ((float)(*seed >> 8) / (float)(1u << 24) * 2.0f - 1.0f);
-    }
-    return p;
-}
-
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, compare_doubles);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// max |a - b| / max |b|
-static double relative_diff(const float *a, const float *b, size_t n) {
-    double diff = 0, scale = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)a[i] - b[i]));
-        scale = fmax(scale, fabs((double)b[i]));
-    }
-    return diff / scale;
-}
 
 static void set_threads(int threads) {
 #ifdef _OPENMP

@@ -91,7 +91,8 @@ int conv2d_winograd_suits(int C, int K, int OH, int OW, const cnn_window *win) {
     int tiles = ((OH + 3) / 4) * ((OW + 3) / 4);
     return win->kernel[0] == 3 && win->kernel[1] == 3 && win->stride[0] == 1 &&
            win->stride[1] == 1 && win->dilation[0] == 1 && win->dilation[1] == 1 &&
-           win->groups == 1 && C >= 32 && K >= 32 && tiles >= 49;
+           win->groups == 1 && win->padding[0] <= 2 && win->padding[1] <= 2 && C >= 32 &&
+           K >= 32 && tiles >= 49;   // (padding: the range tests/c/test_winograd.c covers)
 }
 
 size_t conv2d_workspace_floats(int C, int H, int W, int OH, int OW, const cnn_window *win) {

@@ -57,10 +57,10 @@
 // unless a block must be larger to keep the GEMMs efficient (>= MIN_BLOCK_TILES tiles).
 // The transforms work on LANES = 16 tiles at once, each tile in one lane of a float[16], so
 // every step is a loop of 16 independent operations that gcc -O2 vectorises; each
-// transformed value goes to V or comes from M as a contiguous run of 16 floats. When the 16
-// tiles are whole and lie side by side in one row of tiles, the patches are gathered and the
-// results stored row by row (contiguous runs of 64 floats); other groups (image edges,
-// padding, partial tiles, a row of tiles ending) go tile by tile with bounds checks.
+// transformed value goes to V or comes from M as a contiguous run of 16 floats. Patches are
+// gathered and results stored tile by tile: without bounds checks for a tile whose patch lies
+// inside the image and whose outputs all exist, clipped otherwise (image edges, padding,
+// partial tiles).
 //
 // Threads: each step is parallel over independent pieces (input transform over (channel,
 // group of 16 tiles), the 36 GEMMs over xi, output transform over (output channel, group)), and

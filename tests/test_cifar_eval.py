@@ -23,7 +23,6 @@ every image, probabilities within 1e-3, and top-1 on the subset is at least 60 %
 import csv
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import cifar_resnet_torch  # noqa: E402
+from vis_test_data import subset_folder  # noqa: E402
 
 BUILD = os.environ.get("BUILD", "build")
 CNNSCOPE = os.environ.get("CNNSCOPE", os.path.join(BUILD, "cnnscope"))
@@ -236,17 +236,6 @@ def test_model(name, checkpoint, arch, published, test_dir, classes, labels):
     return problems, (name, published, top1, torch_top1, agreement)
 
 
-def quick_subset(test_dir, classes):
-    """An ImageFolder of symlinks: the first QUICK_PER_CLASS images (sorted) of each class."""
-    root = os.path.join(BUILD, "test_cifar_eval", "quick%d" % (10 * QUICK_PER_CLASS))
-    shutil.rmtree(root, ignore_errors=True)
-    for cls in classes:
-        os.makedirs(os.path.join(root, cls))
-        for f in sorted(os.listdir(os.path.join(test_dir, cls)))[:QUICK_PER_CLASS]:
-            os.symlink(os.path.abspath(os.path.join(test_dir, cls, f)), os.path.join(root, cls, f))
-    return root
-
-
 def main():
     torch.set_num_threads(THREADS)
     data = os.path.join(SHARED, "data", "cifar10")
@@ -268,7 +257,7 @@ def main():
         print("FAIL: expected the 10,000 CIFAR-10 test images in 10 class folders")
         return 1
     if QUICK:
-        test_dir = quick_subset(test_dir, classes)
+        test_dir, _ = subset_folder(QUICK_PER_CLASS, "cifar-quick%d" % (10 * QUICK_PER_CLASS))
         classes, labels = list_images(test_dir)
         print("quick mode (CNNSCOPE_TEST_QUICK=1): the first %d images of each class, %d in all (%s); "
               "published figures not checked, exact agreement with PyTorch instead"

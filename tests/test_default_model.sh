@@ -5,7 +5,7 @@
 # the 10,000 Fashion-MNIST test images equals the PyTorch figure recorded at training time
 # (weights/fashion_<arch>.json) within 0.1 points.
 # Quick mode (CNNSCOPE_TEST_QUICK=1, the sanitized suite): eval on the first 50 test images of
-# each class (500) instead; cnnscope's prediction must equal PyTorch's (the file's weights loaded
+# each class (500, scripts/fashion_to_folder.py --limit 50) instead; cnnscope's prediction must equal PyTorch's (the file's weights loaded
 # into scripts/train_fashion.py's network) on every image, probabilities within 1e-3.
 set -euo pipefail
 BUILD=${BUILD:-build}
@@ -17,14 +17,9 @@ MAX_BYTES=2000000
 QUICK=${CNNSCOPE_TEST_QUICK:-0}
 QUICK_PER_CLASS=50
 if [ "$QUICK" = 1 ]; then
-  # the first QUICK_PER_CLASS images (sorted) of each class, as symlinks
-  quick_data=$BUILD/fashion-quick$QUICK_PER_CLASS
-  rm -rf "$quick_data"
-  for d in "$data"/*/; do
-    c=$(basename "$d"); mkdir -p "$quick_data/$c"
-    ls "$d" | LC_ALL=C sort | sed -n "1,${QUICK_PER_CLASS}p" |
-      while read -r f; do ln -s "$(cd "$d" && pwd)/$f" "$quick_data/$c/$f"; done
-  done
+  quick_data=$BUILD/fashion-quick$QUICK_PER_CLASS   # the first QUICK_PER_CLASS images of each class
+  [ -d "$quick_data" ] ||
+    "$PYTHON" scripts/fashion_to_folder.py --split test --limit "$QUICK_PER_CLASS" -o "$quick_data"
   echo "quick mode (CNNSCOPE_TEST_QUICK=1): eval on $QUICK_PER_CLASS images per class, compared image by image with PyTorch"
 fi
 

@@ -16,6 +16,9 @@ export BUILD=${BUILD:-build}
 export PYTHON=${PYTHON:-/usr/bin/python3}
 export CNNSCOPE=$BUILD/cnnscope
 export SHARED=${SHARED:-$(cd .. && pwd)/shared}
+# PyTorch references and converted models do not depend on the C build: one cache for the plain
+# and the sanitized pass (tests/vis_common.py).
+export TEST_CACHE=${TEST_CACHE:-build/test-cache}
 # OpenMP threads sleep when idle instead of spinning: the suite runs Python and C side by side.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 # Quick mode (sanitized build): smaller inputs, sanitizer options, tests that cannot apply skipped.

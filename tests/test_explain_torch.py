@@ -31,7 +31,7 @@ default Grad-CAM layer must be the last convolutional block (printed by cnnscope
 resnet18 also: gradcam at an inner conv (--layer), DeconvNet of a neuron (--neuron, its
 strongest position and an explicit one), and the figure PNG's size.
 
-Run from the repository root with /usr/bin/python3 (env BUILD, CNNSCOPE as in tests/run_all.sh);
+Run from the repository root with /usr/bin/python3 (env BUILD, CNNSCOPE, TEST_CACHE as in tests/run_all.sh);
 arguments: a subset of the architectures. Exit status 0 only if every comparison holds.
 Quick mode (CNNSCOPE_TEST_QUICK=1, the sanitized suite): alexnet and resnet18 only
 (vgg16, vgg11_bn and resnet50 left out), every comparison as above.
@@ -52,6 +52,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import vis_common  # noqa: E402
 
 BUILD = os.environ.get("BUILD", "build")
 CNNSCOPE = os.environ.get("CNNSCOPE", os.path.join(BUILD, "cnnscope"))
@@ -75,8 +78,7 @@ QUICK_ARCHS = ["alexnet", "resnet18"]
 METHODS = ["saliency", "deconvnet", "guided", "gradcam", "guided-gradcam"]
 
 
-class Failure(Exception):
-    pass
+Failure = vis_common.Failure
 
 
 def run(cmd, what, expect_fail=False):
@@ -97,21 +99,9 @@ def rel_error(ours, ref):
 
 
 def prepare(arch, work):
-    """Reference weights and input (cached by make_reference.py); the model file converted by
-    test_reference_torchvision.py if it is newer than the weights and convert.py, else our own."""
-    ref_dir = os.path.join(BUILD, "reference", arch)
-    run([PYTHON, "scripts/make_reference.py", "--arch", arch, "--seed", "0", "-o", ref_dir],
-        "make_reference " + arch)
-    pth = os.path.join(ref_dir, "model.pth")
-    newest = max(os.path.getmtime(pth), os.path.getmtime("scripts/convert.py"))
-
-    def fresh(path):
-        return os.path.exists(path) and os.path.getmtime(path) >= newest
-    model = os.path.join(ref_dir, "model.cnn")       # test_reference_torchvision's conversion
-    if not fresh(model):
-        model = os.path.join(work, arch + ".cnn")
-        if not fresh(model):
-            run([PYTHON, "scripts/convert.py", pth, "--arch", arch, "-o", model], "convert " + arch)
+    """Reference weights, input and converted model (vis_common's test cache)."""
+    model, pth = vis_common.reference_model(arch)
+    ref_dir = os.path.dirname(pth)
     x = np.load(os.path.join(ref_dir, "input.npy"))[:1].astype(np.float32)   # [1,3,224,224]
     x_path = os.path.join(work, arch + "_x.npy")
     np.save(x_path, np.ascontiguousarray(x))

@@ -23,7 +23,7 @@ measured box must equal cnnscope's: rows [first + y*jump, first + y*jump + size 
 the image, with first = start - (size - 1) / 2 from `cnnscope info`'s rf / jump / start columns;
 global layers must cover the whole image.
 
-Env: BUILD, CNNSCOPE, SHARED (as in tests/run_all.sh). Exit status 0 only if every box matches.
+Env: BUILD, CNNSCOPE, SHARED, TEST_CACHE (as in tests/run_all.sh). Exit status 0 only if every box matches.
 """
 import os
 import re
@@ -38,12 +38,10 @@ import torchvision
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import cifar_resnet_torch  # noqa: E402
+import vis_common  # noqa: E402
 
 BUILD = os.environ.get("BUILD", "build")
 CNNSCOPE = os.environ.get("CNNSCOPE", os.path.join(BUILD, "cnnscope"))
-SHARED = os.environ.get("SHARED") or os.path.join(REPO, "..", "shared")
-PYTHON = sys.executable or "/usr/bin/python3"
-WORK = os.path.join(BUILD, "vis-tests")
 
 # (model, layers whose output is both a torchvision module output and a graph node)
 LAYERS = {
@@ -58,8 +56,7 @@ LAYERS = {
 }
 
 
-class Failure(Exception):
-    pass
+Failure = vis_common.Failure
 
 
 def run(cmd, what):
@@ -70,22 +67,11 @@ def run(cmd, what):
 
 
 def model_file(arch):
-    """The cnnscope model of `arch`: the torchvision reference (scripts/make_reference.py, cached)
-    or the published CIFAR ResNet-56, converted with scripts/convert.py into $BUILD/vis-tests."""
-    os.makedirs(WORK, exist_ok=True)
-    out = os.path.join(WORK, arch + ".cnn")
+    """The cnnscope model of `arch`: the torchvision reference (vis_common.reference_model) or
+    the published CIFAR ResNet-56, converted into the test cache."""
     if arch == "cifar_resnet56":
-        src = os.path.join(SHARED, "data", "cifar10", "resnet56-4bfd9763.th")
-        if not os.path.exists(src):
-            raise Failure("missing %s (the shared data beside the repository)" % src)
-    else:
-        ref_dir = os.path.join(BUILD, "reference", arch)
-        run([PYTHON, "scripts/make_reference.py", "--arch", arch, "-o", ref_dir], "make_reference " + arch)
-        src = os.path.join(ref_dir, "model.pth")
-    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
-        run([PYTHON, "scripts/convert.py", src, "-o", out + ".tmp"], "convert " + arch)
-        os.replace(out + ".tmp", out)
-    return out
+        return vis_common.cifar_model(56)
+    return vis_common.reference_model(arch)[0]
 
 
 def parse_pair(text):

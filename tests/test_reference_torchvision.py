@@ -4,7 +4,7 @@
 For alexnet, vgg16, vgg11_bn, resnet18 and resnet50 (random weights with non-trivial BatchNorm,
 see scripts/make_reference.py):
   1. scripts/make_reference.py writes model.pth, input.npy [2,3,224,224] and the output of every
-     named module (cached in $BUILD/reference/<arch>);
+     named module (cached in $TEST_CACHE/reference/<arch>, see tests/vis_common.py);
   2. scripts/convert.py converts model.pth to $BUILD/reference-test/<arch>/model.cnn (the dumps go
      there too; both are removed when they pass);
   3. `cnnscope dump --layer all` (BN not folded: every conv is dumped) must match every reference
@@ -16,7 +16,8 @@ see scripts/make_reference.py):
   4. `cnnscope dump --layer <last node>` (the default, folded-BN path) must match the logits;
   5. for resnet18, `dump --layer all --reference` (the plain reference kernels) must match too.
 
-Run from the repository root with /usr/bin/python3 (env BUILD, CNNSCOPE as in tests/run_all.sh).
+Run from the repository root with /usr/bin/python3 (env BUILD, CNNSCOPE, TEST_CACHE as in
+tests/run_all.sh).
 Exit status 0 only if every comparison holds.
 """
 import os
@@ -27,6 +28,9 @@ import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import vis_common  # noqa: E402
 
 ARCHS = ["alexnet", "vgg16", "vgg11_bn", "resnet18", "resnet50"]
 REFERENCE_KERNELS_ARCH = "resnet18"
@@ -260,7 +264,7 @@ def check_coverage(arch, graph, index):
 def test_arch(arch):
     t_start = time.time()
     problems = []
-    ref_dir = os.path.join(BUILD, "reference", arch)
+    ref_dir = os.path.join(vis_common.CACHE, "reference", arch)
     out, dt = run([PYTHON, "scripts/make_reference.py", "--arch", arch, "--seed", SEED, "-o", ref_dir],
                   "make_reference " + arch)
     print("  %s (%.1f s)" % (out.strip(), dt))

@@ -1,6 +1,6 @@
 """vis_common.py - helpers shared by the vis tests (test_filters, test_maps, test_patches).
 
-Models are converted into $BUILD/vis-tests (cached by modification time); images written by
+Models are converted into $TEST_CACHE/models (cached by modification time); images written by
 cnnscope are read back with PIL; the viridis table is read from vis/colormap.c (and checked
 against published anchor values) so that tests can predict colours exactly.
 
@@ -22,6 +22,11 @@ CNNSCOPE = os.environ.get("CNNSCOPE", os.path.join(BUILD, "cnnscope"))
 SHARED = os.environ.get("SHARED") or os.path.join(REPO, "..", "shared")
 PYTHON = sys.executable or "/usr/bin/python3"
 WORK = os.path.join(BUILD, "vis-tests")
+# Files that do not depend on the C build (PyTorch references, converted models) are made once
+# for the plain and the sanitized pass (tests/run_all.sh sets TEST_CACHE): a reference folder
+# holds up to 750 MB, and two copies of each filled CI's disk.
+CACHE = os.environ.get("TEST_CACHE") or os.path.join(REPO, "build", "test-cache")
+MODELS = os.path.join(CACHE, "models")
 CIFAR = os.path.join(SHARED, "data", "cifar10")
 # Quick mode: smaller inputs for the sanitized run (tests/run_all.sh sets it for build-san).
 QUICK = os.environ.get("CNNSCOPE_TEST_QUICK") == "1"
@@ -57,9 +62,10 @@ def need(path, what):
 
 
 def convert(src, out, extra=()):
-    """scripts/convert.py src -> out, unless out is newer than src."""
+    """scripts/convert.py src -> out, unless out is newer than both src and the converter."""
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
+    newest = max(os.path.getmtime(src), os.path.getmtime(os.path.join(REPO, "scripts", "convert.py")))
+    if not os.path.exists(out) or os.path.getmtime(out) < newest:
         run([PYTHON, "scripts/convert.py", src] + list(extra) + ["-o", out + ".tmp"], "convert " + src)
         os.replace(out + ".tmp", out)
     return out
@@ -68,14 +74,22 @@ def convert(src, out, extra=()):
 def cifar_model(depth):
     src = need(os.path.join(CIFAR, {20: "resnet20-12fca82f.th", 56: "resnet56-4bfd9763.th"}[depth]),
                "CIFAR checkpoint (shared data)")
-    return convert(src, os.path.join(WORK, "resnet%d.cnn" % depth))
+    return convert(src, os.path.join(MODELS, "resnet%d.cnn" % depth))
+
+
+def reference_dir(arch):
+    """$TEST_CACHE/reference/ARCH: scripts/make_reference.py's torchvision weights, input and
+    per-layer outputs (seed 0; the script regenerates them only when its cache key changes)."""
+    ref_dir = os.path.join(CACHE, "reference", arch)
+    run([PYTHON, "scripts/make_reference.py", "--arch", arch, "--seed", "0", "-o", ref_dir],
+        "make_reference " + arch)
+    return ref_dir
 
 
 def reference_model(arch):
-    ref_dir = os.path.join(BUILD, "reference", arch)
-    run([PYTHON, "scripts/make_reference.py", "--arch", arch, "-o", ref_dir], "make_reference " + arch)
-    return convert(os.path.join(ref_dir, "model.pth"), os.path.join(WORK, arch + ".cnn")), \
-        os.path.join(ref_dir, "model.pth")
+    """(model.cnn, model.pth) of the torchvision reference `arch`."""
+    pth = os.path.join(reference_dir(arch), "model.pth")
+    return convert(pth, os.path.join(MODELS, arch + ".cnn"), ["--arch", arch]), pth
 
 
 def gray_cifar_model():

@@ -14,7 +14,12 @@
 // Returns the CRC of the bytes that gave `crc`, followed by data[0..n). Thread-safe.
 uint32_t crc32_ieee(uint32_t crc, const void *data, size_t n);
 
-// The same with the portable tables only (the fast path's ground truth in tests).
+// The CRC of A followed by B from crc1 = crc32_ieee(0, A), crc2 = crc32_ieee(0, B) and B's
+// length, without reading either.
+uint32_t crc32_ieee_combine(uint32_t crc1, uint32_t crc2, size_t len2);
+
+// The same with the portable tables only, on one thread (the fast path's ground truth in
+// tests).
 uint32_t crc32_ieee_tables(uint32_t crc, const void *data, size_t n);
 
 #endif

@@ -12,6 +12,9 @@
 //                                                build/fixtures/model_file) first: run it from
 //                                                the repository root; needs any python3
 #include <errno.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -134,8 +137,37 @@ static void test_crc32(void) {
             uint32_t tables = crc32_ieee_tables(0, buf + start, n);
             CHECK(tables == want, "crc32_ieee_tables(start %zu, n %zu) = 0x%08x, expected 0x%08x",
                   start, n, tables, want);
+            uint32_t joined = crc32_ieee_combine(crc32_ieee(0, buf + start, half),
+                                                 crc32_ieee(0, buf + start + half, n - half),
+                                                 n - half);
+            CHECK(joined == want, "crc32_ieee_combine (start %zu, n %zu, split %zu) = 0x%08x, "
+                                  "expected 0x%08x", start, n, half, joined, want);
         }
     }
+    // A buffer large enough to be cut into one piece per thread (3 pieces: an uneven split of
+    // an odd length) against the single-threaded tables, from zero and from a running CRC.
+    size_t big_n = (9u << 20) + 7;
+    unsigned char *big = malloc(big_n);
+    CHECK(big != NULL, "out of memory");
+    if (!big) return;
+    for (size_t i = 0; i < big_n; i++) {
+        x = x * 1103515245u + 12345u;
+        big[i] = (unsigned char)(x >> 16);
+    }
+#ifdef _OPENMP
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(3);
+#endif
+    uint32_t want = crc32_ieee_tables(0, big, big_n), got = crc32_ieee(0, big, big_n);
+    CHECK(got == want, "crc32 of %zu bytes in pieces = 0x%08x, expected 0x%08x", big_n, got, want);
+    want = crc32_ieee_tables(0x12345678u, big, big_n);
+    got = crc32_ieee(0x12345678u, big, big_n);
+    CHECK(got == want, "crc32 of %zu bytes in pieces after a prefix = 0x%08x, expected 0x%08x",
+          big_n, got, want);
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+    free(big);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -51,6 +51,15 @@ size_t sgemm_packed_a_floats(int M, int K);
 // description sgemm_general takes.
 sgemm_packed_a sgemm_pack_a(float *dst, int M, int K, const float *A, int lda);
 
+// The same a sliver at a time (a conv's weights folded a few rows at a time, straight into the
+// packed copy): rows per sliver (the kernel table's mr); rows [i0, i0+mr) of A, given at
+// `rows` (leading dimension lda), packed into their place in dst (i0 a multiple of the sliver,
+// mr at most one sliver). Once every sliver is packed, sgemm_packed_a_of(dst, M, K) describes
+// the same matrix sgemm_pack_a would have made.
+int sgemm_packed_a_sliver(void);
+void sgemm_pack_a_rows(float *dst, int M, int K, int i0, int mr, const float *rows, int lda);
+sgemm_packed_a sgemm_packed_a_of(const float *data, int M, int K);
+
 // Every form of the product in one call: A stored (A, lda) and optionally also pre-packed
 // (a_packed, the same matrix); B stored (B, ldb) or given by rows (b_row, b_ctx); an optional
 // epilogue. The same numbers as sgemm on the same A and B, then the epilogue.

@@ -22,6 +22,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -57,10 +58,12 @@ struct cnn_session {
     int *buffer_of;            // [n_nodes] buffer index, NO_BUFFER for the input node
     const float **weight;      // [n_nodes] conv/linear weights actually used (folded or not)
     const float **bias;        // [n_nodes]
-    float **own_weight;        // [n_nodes] conv: its folded weights (owned), or NULL
-    float **own_bias;          // [n_nodes] conv: its folded bias (owned), or NULL
+    float **own_weight;        // [n_nodes] conv: its folded weights, or NULL  } all four in
+    float **own_bias;          // [n_nodes] conv: its folded bias, or NULL     } weight_arena
     float **winograd_u;        // [n_nodes] conv: its Winograd-transformed weights, or NULL
     sgemm_packed_a *packed;    // [n_nodes] conv: its weights packed for sgemm (data NULL: none)
+    float *weight_arena;       // the session's prepared weights, one allocation
+    size_t weight_arena_bytes;
     int n_buffers;
     buffer_plan *buffers;      // [n_buffers]
     float *arena;
@@ -85,6 +88,23 @@ static int env_flag(const char *name) {
     return v && *v && strcmp(v, "0") != 0;
 }
 
+// The prepared weights (~100 MB for ResNet-50) come straight from mmap, asking for transparent
+// huge pages: one page fault per 2 MiB instead of one per 4 KiB (the faults were a good part of
+// a load's time) and fewer TLB misses while the kernels stream the weights.
+static void *alloc_large(size_t bytes) {
+    void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (p == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes ? bytes : 1, MADV_HUGEPAGE);   // a hint: no error if the kernel says no
+#endif
+    return p;
+}
+
+static void free_large(void *p, size_t bytes) {
+    if (p) munmap(p, bytes ? bytes : 1);
+}
+
 void cnn_session_free(cnn_session *s) {
     if (!s) return;
     free(s->needed);
@@ -98,12 +118,7 @@ void cnn_session_free(cnn_session *s) {
     free(s->buffer_of);
     free(s->weight);
     free(s->bias);
-    for (int i = 0; i < s->model->n_nodes; i++) {
-        if (s->own_weight) free(s->own_weight[i]);
-        if (s->own_bias) free(s->own_bias[i]);
-        if (s->winograd_u) free(s->winograd_u[i]);
-        if (s->packed) free((float *)s->packed[i].data);
-    }
+    free_large(s->weight_arena, s->weight_arena_bytes);
     free(s->own_weight);
     free(s->own_bias);
     free(s->winograd_u);
@@ -174,72 +189,149 @@ static void plan_folding(cnn_session *s, const int *readers, int fold) {
     }
 }
 
+// How a conv's weights reach its kernel (prepare_weights).
+typedef enum { WEIGHTS_AS_STORED, WEIGHTS_WINOGRAD, WEIGHTS_PACKED } weight_form;
+
+static weight_form conv_weight_form(const cnn_session *s, const cnn_node *nd) {
+    const cnn_node *in = &s->model->nodes[nd->inputs[0]];
+    if (s->opt.reference) return WEIGHTS_AS_STORED;
+    if (s->opt.winograd && conv2d_winograd_suits(in->c, nd->c, nd->h, nd->w, &nd->window))
+        return WEIGHTS_WINOGRAD;
+    return nd->window.groups == 1 ? WEIGHTS_PACKED : WEIGHTS_AS_STORED;
+}
+
+// Elements per output channel of a conv's weights.
+static int conv_per_k(const cnn_session *s, const cnn_node *nd) {
+    const cnn_node *in = &s->model->nodes[nd->inputs[0]];
+    return in->c / nd->window.groups * nd->window.kernel[0] * nd->window.kernel[1];
+}
+
+// Rows [k0, k0+rows) of conv i's batch norm folded into its weights (into w_out, rows x per_k)
+// and bias (into own_bias[i] + k0).
+static void fold_rows(const cnn_session *s, int i, int k0, int rows, float *w_out) {
+    const cnn_node *nd = &s->model->nodes[i], *bn = &s->model->nodes[s->folded_bn[i]];
+    int per_k = conv_per_k(s, nd);
+    const float *bias = nd->p.conv.bias;
+    batchnorm_fold_into_conv(w_out, s->own_bias[i] + k0, nd->p.conv.weight + (size_t)k0 * per_k,
+                             bias ? bias + k0 : NULL, bn->p.bn.gamma + k0, bn->p.bn.beta + k0,
+                             bn->p.bn.mean + k0, bn->p.bn.var + k0, bn->p.bn.eps, rows, per_k);
+}
+
+// Fills conv i's weight buffers (allocated by prepare_weights): folds its batch norm, then
+// transforms for Winograd or packs for the GEMM. Folded weights that are packed go a sliver of
+// rows at a time through `*scratch` (grown as needed: *scratch_floats), so they are written
+// once, into the packed copy; those that are transformed go through a whole folded copy there.
+// Returns 0 if the scratch cannot be allocated.
+static int fill_weights(cnn_session *s, int i, float **scratch, size_t *scratch_floats) {
+    const cnn_node *nd = &s->model->nodes[i];
+    const int K = nd->c, per_k = conv_per_k(s, nd), folded = s->folded_bn[i] >= 0;
+    const weight_form form = conv_weight_form(s, nd);
+    size_t need = 0;
+    if (folded && form == WEIGHTS_PACKED) need = (size_t)sgemm_packed_a_sliver() * per_k;
+    if (folded && form == WEIGHTS_WINOGRAD) need = (size_t)K * per_k;
+    if (need > *scratch_floats) {
+        free(*scratch);
+        *scratch = malloc(need * sizeof(float));
+        *scratch_floats = *scratch ? need : 0;
+        if (!*scratch) return 0;
+    }
+    if (form == WEIGHTS_PACKED) {
+        float *dst = (float *)s->packed[i].data;
+        int sliver = sgemm_packed_a_sliver();
+        for (int k0 = 0; k0 < K; k0 += sliver) {
+            int rows = K - k0 < sliver ? K - k0 : sliver;
+            const float *w = nd->p.conv.weight + (size_t)k0 * per_k;
+            if (folded) {
+                fold_rows(s, i, k0, rows, *scratch);
+                w = *scratch;
+            }
+            sgemm_pack_a_rows(dst, K, per_k, k0, rows, w, per_k);
+        }
+    } else if (form == WEIGHTS_WINOGRAD) {
+        const float *w = nd->p.conv.weight;
+        if (folded) {
+            fold_rows(s, i, 0, K, *scratch);
+            w = *scratch;
+        }
+        winograd_transform_weights(s->winograd_u[i], w, K, per_k / 9);
+    } else if (folded) {
+        fold_rows(s, i, 0, K, s->own_weight[i]);
+    }
+    return 1;
+}
+
+// The next `floats` of the arena (64-byte aligned), or NULL while the arena is being sized.
+static float *take(float *arena, size_t *used, size_t floats) {
+    float *p = arena ? arena + *used : NULL;
+    *used += (floats + 15) / 16 * 16;
+    return p;
+}
+
 // Gives every needed conv the weights its kernel reads (steps 2 and 3 above): its batch norm
-// folded in (weights and bias: copies), then, on the fast path, transformed for Winograd or
-// packed for the GEMM (conv2d_forward_fused). A folded copy that is only transformed goes
-// through one reused scratch buffer, so a model's weights are held about once, not twice, and
-// loading does not fault in a second copy of them.
+// folded in, then, on the fast path, transformed for Winograd or packed for the GEMM
+// (conv2d_forward_fused). First every buffer is allocated, then the convs are filled, shared
+// out among the threads (each conv's buffers are its own, so the result is the same).
 static cnn_status prepare_weights(cnn_session *s) {
     const cnn_model *m = s->model;
-    float *scratch = NULL;   // a folded copy on its way
-    size_t scratch_floats = 0;
-    cnn_status st = CNN_OK;
-    for (int i = 0; st == CNN_OK && i < m->n_nodes; i++) {
-        const cnn_node *nd = &m->nodes[i];
-        if (!s->needed[i] || nd->op != CNN_OP_CONV2D) continue;
-        const cnn_node *in = &m->nodes[nd->inputs[0]];
-        int K = nd->c, C = in->c, per_k = C / nd->window.groups * nd->window.kernel[0] *
-                                          nd->window.kernel[1];
-        size_t floats = (size_t)K * (size_t)per_k;
-        int winograd = !s->opt.reference && s->opt.winograd &&
-                       conv2d_winograd_suits(C, K, nd->h, nd->w, &nd->window);
-        int pack = !s->opt.reference && !winograd && nd->window.groups == 1;
-        if (s->folded_bn[i] >= 0) {   // fold: into the scratch if the copy is only on its way
-            const cnn_node *bn = &m->nodes[s->folded_bn[i]];
-            float *w;
-            if (winograd || pack) {
-                if (floats > scratch_floats) {
-                    free(scratch);
-                    scratch = malloc(floats * sizeof(float));
-                    scratch_floats = scratch ? floats : 0;
-                }
-                w = scratch;
-            } else {
-                w = s->own_weight[i] = malloc(floats * sizeof(float));
+    int *convs = malloc((size_t)m->n_nodes * sizeof *convs), n_convs = 0;
+    if (!convs) return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory planning the weights", m->path);
+    // Two passes over the convs: the first adds up the arena, the second hands it out.
+    size_t used = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        float *arena = s->weight_arena;
+        used = 0;
+        for (int i = 0; i < m->n_nodes; i++) {
+            const cnn_node *nd = &m->nodes[i];
+            if (!s->needed[i] || nd->op != CNN_OP_CONV2D) continue;
+            int K = nd->c, per_k = conv_per_k(s, nd);
+            weight_form form = conv_weight_form(s, nd);
+            float *bias = NULL, *weight = NULL, *u = NULL, *packed = NULL;
+            if (s->folded_bn[i] >= 0) {
+                bias = take(arena, &used, (size_t)K);
+                if (form == WEIGHTS_AS_STORED) weight = take(arena, &used, (size_t)K * per_k);
             }
-            s->own_bias[i] = malloc((size_t)K * sizeof(float));
-            if (!w || !s->own_bias[i]) {
-                st = cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory folding its batch "
-                              "norm", m->path, nd->name);
-                break;
-            }
-            batchnorm_fold_into_conv(w, s->own_bias[i], nd->p.conv.weight, nd->p.conv.bias,
-                                     bn->p.bn.gamma, bn->p.bn.beta, bn->p.bn.mean, bn->p.bn.var,
-                                     bn->p.bn.eps, K, per_k);
-            s->weight[i] = w;
-            s->bias[i] = s->own_bias[i];
+            if (form == WEIGHTS_WINOGRAD)
+                u = take(arena, &used, winograd_weight_floats(K, per_k / 9));
+            if (form == WEIGHTS_PACKED)
+                packed = take(arena, &used, sgemm_packed_a_floats(K, per_k));
+            if (pass == 0) continue;
+            if (bias) s->bias[i] = s->own_bias[i] = bias;
+            if (s->folded_bn[i] >= 0) s->weight[i] = s->own_weight[i] = weight;
+            s->winograd_u[i] = u;
+            if (packed) s->packed[i] = sgemm_packed_a_of(packed, K, per_k);
+            if (form != WEIGHTS_AS_STORED) s->weight[i] = NULL;   // the kernels read their copy
+            convs[n_convs++] = i;
         }
-        if (winograd) {
-            s->winograd_u[i] = malloc(winograd_weight_floats(K, C) * sizeof(float));
-            if (!s->winograd_u[i]) {
-                st = cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory for its Winograd "
-                              "weights", m->path, nd->name);
-                break;
+        if (pass == 0 && used > 0) {
+            s->weight_arena_bytes = used * sizeof(float);
+            s->weight_arena = alloc_large(s->weight_arena_bytes);
+            if (!s->weight_arena) {
+                free(convs);
+                return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory for the prepared weights "
+                                "(%zu MB)", m->path, (s->weight_arena_bytes >> 20) + 1);
             }
-            winograd_transform_weights(s->winograd_u[i], s->weight[i], K, C);
-        } else if (pack) {
-            float *packed = malloc(sgemm_packed_a_floats(K, per_k) * sizeof(float));
-            if (!packed) {
-                st = cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory packing its weights",
-                              m->path, nd->name);
-                break;
-            }
-            s->packed[i] = sgemm_pack_a(packed, K, per_k, s->weight[i], per_k);
         }
-        if (winograd || pack) s->weight[i] = NULL;   // the kernels read the transformed copy
     }
-    free(scratch);
-    return st;
+    int failed = -1;   // a conv whose scratch could not be allocated
+    #pragma omp parallel
+    {
+        float *scratch = NULL;
+        size_t scratch_floats = 0;
+        #pragma omp for schedule(dynamic)
+        for (int c = 0; c < n_convs; c++) {
+            if (!fill_weights(s, convs[c], &scratch, &scratch_floats)) {
+                #pragma omp critical
+                failed = convs[c];
+            }
+        }
+        free(scratch);
+    }
+    free(convs);
+    if (failed >= 0) {
+        return cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory folding its batch norm",
+                        m->path, m->nodes[failed].name);
+    }
+    return CNN_OK;
 }
 
 // The conv whose call writes node x's output: x itself, the conv of a folded batch norm, or the

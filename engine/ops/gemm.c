@@ -352,17 +352,30 @@ size_t sgemm_packed_a_floats(int M, int K) {
     return (size_t)round_up(M > 0 ? M : 1, kt->mr) * (size_t)(K > 0 ? K : 0);
 }
 
-sgemm_packed_a sgemm_pack_a(float *dst, int M, int K, const float *A, int lda) {
+int sgemm_packed_a_sliver(void) {
+    return cnn_kernels()->mr;
+}
+
+void sgemm_pack_a_rows(float *dst, int M, int K, int i0, int mr, const float *rows, int lda) {
     const cnn_kernel_table *kt = cnn_kernels();
-    const int MR = kt->mr;
-    size_t M_pad = (size_t)round_up(M > 0 ? M : 1, MR);
+    size_t M_pad = (size_t)round_up(M > 0 ? M : 1, kt->mr);
+    assert(i0 % kt->mr == 0 && mr >= 1 && mr <= kt->mr && i0 + mr <= M);
     for (int p0 = 0; p0 < K; p0 += kt->kc) {
         int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
-        for (int i0 = 0; i0 < M; i0 += MR) {
-            int mr = M - i0 < MR ? M - i0 : MR;
-            pack_a(mr, kc, MR, A + (size_t)i0 * lda + p0, lda,
-                   dst + (size_t)p0 * M_pad + (size_t)i0 * kc, 0);
-        }
+        pack_a(mr, kc, kt->mr, rows + p0, lda, dst + (size_t)p0 * M_pad + (size_t)i0 * kc, 0);
     }
-    return (sgemm_packed_a){dst, M, K, MR, kt->kc};
+}
+
+sgemm_packed_a sgemm_pack_a(float *dst, int M, int K, const float *A, int lda) {
+    const cnn_kernel_table *kt = cnn_kernels();
+    for (int i0 = 0; i0 < M; i0 += kt->mr) {
+        int mr = M - i0 < kt->mr ? M - i0 : kt->mr;
+        sgemm_pack_a_rows(dst, M, K, i0, mr, A + (size_t)i0 * lda, lda);
+    }
+    return sgemm_packed_a_of(dst, M, K);
+}
+
+sgemm_packed_a sgemm_packed_a_of(const float *data, int M, int K) {
+    const cnn_kernel_table *kt = cnn_kernels();
+    return (sgemm_packed_a){data, M, K, kt->mr, kt->kc};
 }

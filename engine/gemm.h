@@ -22,13 +22,15 @@ void sgemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb
            int ldc, int accumulate);
 
 // What sgemm does to each element of C once its whole sum is done, while the element is still
-// in cache (the fused epilogue of a conv): C[i][j] += residual[i*ldr + j] if residual is not
-// NULL, then C[i][j] = max(C[i][j], 0) if relu (NaN stays NaN, as torch.relu). The same
-// operations in the same order as a separate add and relu pass, so the result is identical.
+// in cache (the fused epilogue of a conv), in this order: C[i][j] += bias[i] if bias is not
+// NULL (a conv's bias: one per row), C[i][j] += residual[i*ldr + j] if residual is not NULL,
+// then C[i][j] = max(C[i][j], 0) if relu (NaN stays NaN, as torch.relu). The same operations
+// in the same order as separate add and relu passes, so the result is identical to those.
 typedef struct {
     const float *residual;   // (M, N) with leading dimension ldr, or NULL
     int ldr;
     int relu;
+    const float *bias;       // (M), or NULL
 } sgemm_epilogue;
 
 // B given row by row, for a B that is never stored whole (a conv's im2col matrix): returns

@@ -141,12 +141,16 @@ static float *thread_buffer(int slot, size_t bytes) {
     return buffer[slot];
 }
 
-// The epilogue on the mr x n block of C at `c` whose sums are complete (residual: the same
-// block of the residual, or NULL).
+// The epilogue on the mr x n block of C at `c` whose sums are complete (bias: the block's
+// rows' entries, or NULL; residual: the same block of the residual, or NULL), a row at a time
+// while it is in L1, in the order of gemm.h.
 static void finish_block(const sgemm_epilogue *ep, int mr, int n, float *c, int ldc,
-                         const float *residual) {
+                         const float *bias, const float *residual) {
     for (int i = 0; i < mr; i++) {
         float *row = c + (size_t)i * ldc;
+        if (bias) {
+            for (int j = 0; j < n; j++) row[j] += bias[i];
+        }
         if (residual) {
             const float *r = residual + (size_t)i * ep->ldr;
             for (int j = 0; j < n; j++) row[j] += r[j];
@@ -192,6 +196,7 @@ static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const flo
                 }
                 if (ep && p0 + kc == K)   // the last slice: these sums are done, still in cache
                     finish_block(ep, mr, nb, C + (size_t)i0 * ldc + jb, ldc,
+                                 ep->bias ? ep->bias + i_tile + i0 : NULL,
                                  residual ? residual + (size_t)i0 * ep->ldr + jb : NULL);
             }
         }
@@ -241,6 +246,7 @@ static int sgemm_shared_b(const cnn_kernel_table *kt, int M, int N, int K, const
                 }
                 if (ep && p0 + kc == K)
                     finish_block(ep, mr, N, C + (size_t)i0 * ldc, ldc,
+                                 ep->bias ? ep->bias + i0 : NULL,
                                  ep->residual ? ep->residual + (size_t)i0 * ep->ldr : NULL);
             }   // (and here: nobody packs the next slice while the buffer is read)
         }
@@ -257,12 +263,12 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
     const int lda = op->lda;
     const b_source B_src = {op->B, op->ldb, op->b_row, op->b_ctx}, *B = &B_src;
     if (M <= 0 || N <= 0) return;
-    if (ep && !ep->residual && !ep->relu) ep = NULL;
+    if (ep && !ep->bias && !ep->residual && !ep->relu) ep = NULL;
     if (K <= 0) {   // an empty sum: C stays, or becomes 0
         if (!accumulate) {
             for (int i = 0; i < M; i++) memset(&C[(size_t)i * ldc], 0, (size_t)N * sizeof(float));
         }
-        if (ep) finish_block(ep, M, N, C, ldc, ep->residual);
+        if (ep) finish_block(ep, M, N, C, ldc, ep->bias, ep->residual);
         return;
     }
     const cnn_kernel_table *kt = cnn_kernels();

@@ -315,7 +315,7 @@ static void test_conv(void) {
                            .dilation = {1, 1}, .groups = 1}};
     passed += check_conv(&pointwise);
     cases++;
-    // im2col matrices above conv2d.c's IM2COL_STORED_MAX (2^20 floats) are gathered while
+    // im2col matrices above conv2d.c's IM2COL_STORED_MAX (2^19 floats) are gathered while
     // packing instead of stored: 3x3 over 64 channels at 47x45 (1.2M floats), and a strided,
     // padded, dilated, grouped one (1.3M floats per group)
     conv_case gathered[] = {

@@ -203,10 +203,11 @@ static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const flo
     }
 }
 
-// Narrow products split into bands of rows only (every column in one tile: the late layers of a
-// ResNet, whose B holds an image's 7x7 or 14x14 positions). Instead of each band packing the
-// same B again, the threads pack each slice of B once, together (a panel each), into one shared
-// buffer, then share out the slivers of A against it. The kernel calls and their operands are
+// Narrow products, whose columns fit one tile (N <= TILE_MAX: a conv at batch 1 on maps up to
+// 22x22, the late layers of a ResNet). Split into tiles for the threads, every band of rows
+// would pack the same B again (8 tiles of a 256 x 196 product packed B four times). Instead the
+// threads pack each slice of B once, together (a panel each), into one shared buffer, then
+// share out the slivers of A against it. The kernel calls and their operands are
 // those of gemm_tile, so the numbers are too. Returns 0, having done nothing, if the shared
 // buffer cannot be allocated.
 static int sgemm_shared_b(const cnn_kernel_table *kt, int M, int N, int K, const float *A,
@@ -304,7 +305,7 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
     int tiles_n = ceil_div(N, tile_n), tiles = ceil_div(M, tile_m) * tiles_n;
     assert(MR <= MR_MAX && NR <= NR_MAX && kt->kc <= KC_MAX);
     int parallel = tiles > 1 && 2.0 * M * N * K > 2e6;
-    if (parallel && tiles_n == 1 && !low_memory &&
+    if (parallel && N <= TILE_MAX && !low_memory &&
         sgemm_shared_b(kt, M, N, K, A, lda, pa, B, C, ldc, accumulate, ep))
         return;
     int kc = K < kt->kc ? K : kt->kc;

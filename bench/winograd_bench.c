@@ -60,8 +60,11 @@ int main(int argc, char **argv) {
         float *inp = random_floats((size_t)N * b->C * b->H * b->W, 1.0f, &seed);
         float *w = random_floats((size_t)b->K * b->C * 9, 1.0f / sqrtf(9.0f * b->C), &seed);
         float *bias = random_floats((size_t)b->K, 0.1f, &seed);
-        float *U = xmalloc(winograd_weight_floats(b->K, b->C) * sizeof(float));
-        winograd_transform_weights(U, w, b->K, b->C);
+        float *U_plain = xmalloc(winograd_weight_floats(b->K, b->C) * sizeof(float));
+        float *U = xmalloc(36 * winograd_packed_slice_floats(b->K, b->C) * sizeof(float));
+        winograd_transform_weights(U_plain, w, b->K, b->C);
+        winograd_pack_weights(U, U_plain, b->K, b->C);   // as a session keeps them
+        free(U_plain);
         float *ws_gemm = xmalloc(conv2d_workspace_floats(b->C, b->H, b->W, OH, OW, &win) * sizeof(float));
         float *ws_wino = xmalloc(winograd_workspace_floats(N, b->C, b->H, b->W, b->K, OH, OW) *
                                  sizeof(float));
@@ -72,8 +75,8 @@ int main(int argc, char **argv) {
             double t0 = now_seconds();
             conv2d_forward(out_gemm, inp, w, bias, N, b->C, b->H, b->W, b->K, OH, OW, &win, ws_gemm);
             double t1 = now_seconds();
-            winograd_conv2d_forward(out_wino, inp, U, bias, N, b->C, b->H, b->W, b->K, OH, OW, 1,
-                                    1, NULL, 0, ws_wino);
+            winograd_conv2d_forward(out_wino, inp, U, 1, bias, N, b->C, b->H, b->W, b->K, OH, OW,
+                                    1, 1, NULL, 0, ws_wino);
             double t2 = now_seconds();
             if (r >= 0) { t_gemm[r] = t1 - t0; t_wino[r] = t2 - t1; }
         }

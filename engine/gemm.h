@@ -39,7 +39,7 @@ typedef struct {
 typedef const float *(*sgemm_row_fn)(const void *ctx, int p, int j0, int n, float *scratch);
 
 // A packed once for many products (a conv's weights, at session creation): for each slice of
-// kc columns and each sliver of MR rows, the (MR, kc) block the micro-kernel reads, rows past M
+// kc columns and each sliver of MR rows, the (kc, MR) block the micro-kernel reads, rows past M
 // zero; slice s starts at data + s*kc*M_pad (M_pad = M rounded up to MR). Tied to the kernel
 // table it was packed for (mr, kc): sgemm packs A itself if the table has changed since.
 typedef struct sgemm_packed_a {

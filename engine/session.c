@@ -6,7 +6,7 @@
 //   2. batch norm folding: a batchnorm whose input is a conv read by nothing else is folded into
 //      that conv's weights (a per-session copy), and then shares the conv's buffer.
 //   3. Winograd: the weights of each 3x3 stride-1 conv that suits it (conv2d_winograd_suits)
-//      are transformed once (ops/winograd.h), after folding.
+//      are transformed once (ops/winograd.h), after folding, and packed for the GEMM.
 //   4. fused epilogues: a relu, or a residual add (then possibly a relu), that reads a conv's
 //      output (after its folded batch norm) and nothing else is applied by the conv itself as
 //      it finishes each block of its output (conv2d_forward_fused); the add's other operand must
@@ -60,7 +60,7 @@ struct cnn_session {
     const float **bias;        // [n_nodes]
     float **own_weight;        // [n_nodes] conv: its folded weights, or NULL  } all four in
     float **own_bias;          // [n_nodes] conv: its folded bias, or NULL     } weight_arena
-    float **winograd_u;        // [n_nodes] conv: its Winograd-transformed weights, or NULL
+    float **winograd_u;        // [n_nodes] conv: its Winograd-transformed weights (packed), or NULL
     sgemm_packed_a *packed;    // [n_nodes] conv: its weights packed for sgemm (data NULL: none)
     float *weight_arena;       // the session's prepared weights, one allocation
     size_t weight_arena_bytes;
@@ -228,7 +228,8 @@ static int fill_weights(cnn_session *s, int i, float **scratch, size_t *scratch_
     const weight_form form = conv_weight_form(s, nd);
     size_t need = 0;
     if (folded && form == WEIGHTS_PACKED) need = (size_t)sgemm_packed_a_sliver() * per_k;
-    if (folded && form == WEIGHTS_WINOGRAD) need = (size_t)K * per_k;
+    if (form == WEIGHTS_WINOGRAD)   // (the folded weights, then) the transformed ones
+        need = (folded ? (size_t)K * per_k : 0) + winograd_weight_floats(K, per_k / 9);
     if (need > *scratch_floats) {
         free(*scratch);
         *scratch = malloc(need * sizeof(float));
@@ -249,11 +250,14 @@ static int fill_weights(cnn_session *s, int i, float **scratch, size_t *scratch_
         }
     } else if (form == WEIGHTS_WINOGRAD) {
         const float *w = nd->p.conv.weight;
+        float *U = *scratch;
         if (folded) {
             fold_rows(s, i, 0, K, *scratch);
             w = *scratch;
+            U = *scratch + (size_t)K * per_k;
         }
-        winograd_transform_weights(s->winograd_u[i], w, K, per_k / 9);
+        winograd_transform_weights(U, w, K, per_k / 9);
+        winograd_pack_weights(s->winograd_u[i], U, K, per_k / 9);
     } else if (folded) {
         fold_rows(s, i, 0, K, s->own_weight[i]);
     }
@@ -291,7 +295,7 @@ static cnn_status prepare_weights(cnn_session *s) {
                 if (form == WEIGHTS_AS_STORED) weight = take(arena, &used, (size_t)K * per_k);
             }
             if (form == WEIGHTS_WINOGRAD)
-                u = take(arena, &used, winograd_weight_floats(K, per_k / 9));
+                u = take(arena, &used, 36 * winograd_packed_slice_floats(K, per_k / 9));
             if (form == WEIGHTS_PACKED)
                 packed = take(arena, &used, sgemm_packed_a_floats(K, per_k));
             if (pass == 0) continue;
@@ -580,7 +584,7 @@ static void run_node(cnn_session *s, int i, int n) {
             conv2d_forward_ref(out, x, s->weight[i], s->bias[i], n, a->c, a->h, a->w, nd->c,
                                nd->h, nd->w, &nd->window);
         else if (s->winograd_u[i])
-            winograd_conv2d_forward(out, x, s->winograd_u[i], s->bias[i], n, a->c, a->h, a->w,
+            winograd_conv2d_forward(out, x, s->winograd_u[i], 1, s->bias[i], n, a->c, a->h, a->w,
                                     nd->c, nd->h, nd->w, nd->window.padding[0],
                                     nd->window.padding[1], residual, s->relu_of[i],
                                     s->workspace);

@@ -4,7 +4,7 @@
 //
 // Registers: 28 accumulators (14 rows x 2 vectors of 16), 2 for the packed row of B and 1 for
 // the broadcast element of A: 31 of the 32 zmm registers. Per step of p: 2 loads of B,
-// 14 broadcasts of A (one from each packed row), 28 FMAs - enough independent accumulators
+// 14 broadcasts of A (contiguous in the packed sliver), 28 FMAs - enough independent accumulators
 // to cover the FMA latency on two ports.
 // Partial tiles: columns through masked loads and stores, rows by skipping the stores of rows
 // >= mr (their accumulators hold sums over the zero padding of a_packed).
@@ -18,20 +18,20 @@ enum { MR = 14, NR = 32 };
 void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
                                 const float *restrict b_packed, float *restrict c,
                                 size_t c_stride, int accumulate) {
-    // a_packed is (14, kc), b_packed is (kc, 32), c is (mr, nr) with row stride c_stride
+    // a_packed is (kc, 14), b_packed is (kc, 32), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     __m512 acc[MR][2];
     #pragma GCC unroll 14
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    const size_t a_stride = (size_t)kc;   // between the packed rows of A
     for (int p = 0; p < kc; p++) {
         __m512 b0 = _mm512_loadu_ps(b_packed), b1 = _mm512_loadu_ps(b_packed + 16);
         #pragma GCC unroll 14
         for (int i = 0; i < MR; i++) {
-            __m512 a = _mm512_set1_ps(a_packed[i * a_stride + p]);
+            __m512 a = _mm512_set1_ps(a_packed[i]);
             acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
             acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
         }
+        a_packed += MR;
         b_packed += NR;
     }
     // Columns [0,16) and [16,32) of the tile that exist in C.

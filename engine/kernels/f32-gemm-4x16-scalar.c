@@ -13,18 +13,18 @@ enum { MR = 4, NR = 16 };
 void cnn_f32_gemm_4x16__scalar(int mr, int nr, int kc, const float *restrict a_packed,
                                const float *restrict b_packed, float *restrict c,
                                size_t c_stride, int accumulate) {
-    // a_packed is (4, kc), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
+    // a_packed is (kc, 4), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
-    const float *restrict a0 = a_packed, *restrict a1 = a_packed + kc;
-    const float *restrict a2 = a_packed + 2 * (size_t)kc, *restrict a3 = a_packed + 3 * (size_t)kc;
     float c0[NR] = {0}, c1[NR] = {0}, c2[NR] = {0}, c3[NR] = {0};
     for (int p = 0; p < kc; p++) {
         const float *restrict b = b_packed + (size_t)p * NR;
+        const float a0 = a_packed[p * MR], a1 = a_packed[p * MR + 1];
+        const float a2 = a_packed[p * MR + 2], a3 = a_packed[p * MR + 3];
         for (int j = 0; j < NR; j++) {
-            c0[j] += a0[p] * b[j];
-            c1[j] += a1[p] * b[j];
-            c2[j] += a2[p] * b[j];
-            c3[j] += a3[p] * b[j];
+            c0[j] += a0 * b[j];
+            c1[j] += a1 * b[j];
+            c2[j] += a2 * b[j];
+            c3[j] += a3 * b[j];
         }
     }
     if (mr == MR && nr == NR) {

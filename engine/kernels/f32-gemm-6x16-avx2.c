@@ -15,20 +15,20 @@ enum { MR = 6, NR = 16 };
 void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
                              const float *restrict b_packed, float *restrict c, size_t c_stride,
                              int accumulate) {
-    // a_packed is (6, kc), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
+    // a_packed is (kc, 6), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     __m256 acc[MR][2];
     #pragma GCC unroll 6
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    const size_t a_stride = (size_t)kc;   // between the packed rows of A
     for (int p = 0; p < kc; p++) {
         __m256 b0 = _mm256_loadu_ps(b_packed), b1 = _mm256_loadu_ps(b_packed + 8);
         #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {
-            __m256 a = _mm256_broadcast_ss(a_packed + i * a_stride + p);
+            __m256 a = _mm256_broadcast_ss(a_packed + i);
             acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
         }
+        a_packed += MR;
         b_packed += NR;
     }
     if (mr == MR && nr == NR) {

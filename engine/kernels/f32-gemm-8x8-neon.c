@@ -15,20 +15,20 @@ enum { MR = 8, NR = 8 };
 void cnn_f32_gemm_8x8__neon(int mr, int nr, int kc, const float *restrict a_packed,
                             const float *restrict b_packed, float *restrict c, size_t c_stride,
                             int accumulate) {
-    // a_packed is (8, kc), b_packed is (kc, 8), c is (mr, nr) with row stride c_stride
+    // a_packed is (kc, 8), b_packed is (kc, 8), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     float32x4_t acc[MR][2];
     #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = vdupq_n_f32(0.0f);
-    const size_t a_stride = (size_t)kc;   // between the packed rows of A
     for (int p = 0; p < kc; p++) {
         float32x4_t b0 = vld1q_f32(b_packed), b1 = vld1q_f32(b_packed + 4);
         #pragma GCC unroll 8
         for (int i = 0; i < MR; i++) {
-            float32x4_t a = vld1q_dup_f32(a_packed + i * a_stride + p);
+            float32x4_t a = vld1q_dup_f32(a_packed + i);
             acc[i][0] = vfmaq_f32(acc[i][0], a, b0);
             acc[i][1] = vfmaq_f32(acc[i][1], a, b1);
         }
+        a_packed += MR;
         b_packed += NR;
     }
     if (mr == MR && nr == NR) {

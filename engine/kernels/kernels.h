@@ -25,10 +25,10 @@ typedef enum {
 } cnn_isa_id;
 
 // C[mr,nr] = (accumulate ? C : 0) + A[mr,kc] @ B[kc,nr], from packed panels:
-//   a_packed is (MR, kc): a_packed[i*kc + p] = A[i][p]; rows mr <= i < MR hold zeros. (Rows,
-//     not the transposed (kc, MR) sliver: packing is then a copy of whole runs of A, several
-//     times faster than a transpose, while the kernel's MR broadcasts per step from MR rows
-//     instead of one stream measured within a few per cent.)
+//   a_packed is (kc, MR): a_packed[p*MR + i] = A[i][p]; rows mr <= i < MR hold zeros. (The
+//     MR elements a step broadcasts are contiguous: one pointer, no register spills, and one
+//     cache line per step. The AVX-512 kernel ran 166 -> 181 GFLOP/s in sgemm's loop nest
+//     against the (MR, kc) layout, whose packing was a plain copy of rows.)
 //   b_packed is (kc, NR): b_packed[p*NR + j] = B[p][j]; columns nr <= j < NR hold zeros.
 //   c is row-major with c_stride elements between rows; only its mr x nr block is read or
 //   written (partial tiles are the kernel's job, so callers never pad C).

@@ -10,9 +10,9 @@
 //     element of C belongs to one tile, so no sum is ever split.
 //   - Inside a tile, K is walked in slices of KC. For each slice the tile's block of B is
 //     packed into NR-wide column panels ((kc, NR) each, zero-padded past N), then each MR-row
-//     sliver of A is packed ((MR, kc), zero-padded past M) and run against every panel. The
-//     sliver stays in L1 while the panels stream from L2; the packing reads A and B row by
-//     row, which the prefetchers follow.
+//     sliver of A is packed ((kc, MR), zero-padded past M) and run against every panel. The
+//     sliver stays in L1 while the panels stream from L2; the packing reads B row by row and
+//     A's MR rows side by side, runs the prefetchers follow.
 //   - The micro-kernel keeps an MR x NR block of C in registers for the whole slice and writes
 //     only the part of it that exists in C (tails are its job).
 //   - B is a stored matrix, or comes row by row from a function (a conv's im2col rows,
@@ -63,18 +63,22 @@ static int round_up(int x, int multiple) {
     return (x + multiple - 1) / multiple * multiple;
 }
 
-// a_packed (MR, kc) = the mr x kc block of A at `A`, rows mr..MR-1 zero: a copy of whole runs
-// of rows. Also asks for the next `next_kc` floats of each row (the sliver's next slice of K)
-// to be prefetched: runs of kc floats are too short for the hardware prefetchers, and for a
-// weight-heavy product (N small, so little work per element of A) this read is the bottleneck.
+// a_packed (kc, MR) = the mr x kc block of A at `A`, transposed (a_packed[p*MR + i] =
+// A[i][p]), rows mr..MR-1 zero. Also asks for the next `next_kc` floats of each row (the
+// sliver's next slice of K) to be prefetched: runs of kc floats are too short for the hardware
+// prefetchers, and for a weight-heavy product (N small, so little work per element of A) this
+// read is the bottleneck.
 static void pack_a(int mr, int kc, int MR, const float *A, int lda, float *restrict a_packed,
                    int next_kc) {
     for (int i = 0; i < mr; i++) {
         const float *a_row = A + (size_t)i * lda;
         for (int p = 0; p < next_kc; p += 16) __builtin_prefetch(a_row + kc + p);
-        memcpy(a_packed + (size_t)i * kc, a_row, (size_t)kc * sizeof(float));
     }
-    memset(a_packed + (size_t)mr * kc, 0, (size_t)(MR - mr) * kc * sizeof(float));
+    for (int p = 0; p < kc; p++) {
+        float *dst = a_packed + (size_t)p * MR;
+        for (int i = 0; i < mr; i++) dst[i] = A[(size_t)i * lda + p];
+        for (int i = mr; i < MR; i++) dst[i] = 0.0f;
+    }
 }
 
 // Copies n floats; n is the panel width NR (8, 16 or 32) in the common case, where the

@@ -103,6 +103,16 @@ size_t winograd_weight_floats(int K, int C) {
     return (size_t)POSITIONS * K * C;
 }
 
+size_t winograd_packed_slice_floats(int K, int C) {
+    return sgemm_packed_a_floats(K, C);
+}
+
+void winograd_pack_weights(float *packed, const float *U, int K, int C) {
+    size_t slice = winograd_packed_slice_floats(K, C);
+    for (int xi = 0; xi < POSITIONS; xi++)
+        sgemm_pack_a(packed + xi * slice, K, C, U + (size_t)xi * K * C, C);
+}
+
 size_t winograd_workspace_floats(int N, int C, int H, int W, int K, int OH, int OW) {
     (void)H; (void)W;
     if (N <= 0 || OH <= 0 || OW <= 0) return 0;
@@ -302,12 +312,12 @@ static void output_transform(float *out, const float *M, const float *bias,
 
 // ---- the whole conv ------------------------------------------------------------------------
 
-void winograd_conv2d_forward(float *out, const float *inp, const float *U, const float *bias,
-                             int N, int C, int H, int W, int K, int OH, int OW,
+void winograd_conv2d_forward(float *out, const float *inp, const float *U, int u_packed,
+                             const float *bias, int N, int C, int H, int W, int K, int OH, int OW,
                              int pad_h, int pad_w, const float *residual, int relu,
                              float *workspace) {
-    // out is (N,K,OH,OW), inp is (N,C,H,W), U is (36,K,C), bias is (K) or NULL, residual is
-    // (N,K,OH,OW) or NULL
+    // out is (N,K,OH,OW), inp is (N,C,H,W), U is (36,K,C) or its packed form, bias is (K) or
+    // NULL, residual is (N,K,OH,OW) or NULL
     if (N <= 0 || K <= 0 || OH <= 0 || OW <= 0) return;
     conv_geom g = {.N = N, .C = C, .H = H, .W = W, .K = K, .OH = OH, .OW = OW,
                    .pad_h = pad_h, .pad_w = pad_w, .tiles_w = (OW + TILE - 1) / TILE};
@@ -325,8 +335,16 @@ void winograd_conv2d_forward(float *out, const float *inp, const float *U, const
         // time (sgemm runs serially inside a parallel region): 36 coarse, equal tasks.
         #pragma omp parallel for schedule(dynamic)
         for (int xi = 0; xi < POSITIONS; xi++) {
-            sgemm(K, T, C, U + (size_t)xi * K * C, C, V + (size_t)xi * C * Tp, Tp,
-                  M + (size_t)xi * K * Tp, Tp, 0);
+            const float *V_xi = V + (size_t)xi * C * Tp;
+            float *M_xi = M + (size_t)xi * K * Tp;
+            if (u_packed) {
+                sgemm_packed_a U_xi = sgemm_packed_a_of(U + xi * winograd_packed_slice_floats(K, C),
+                                                        K, C);
+                sgemm_operands op = {.a_packed = &U_xi, .lda = C, .B = V_xi, .ldb = Tp};
+                sgemm_general(K, T, C, &op, M_xi, Tp, 0);
+            } else {
+                sgemm(K, T, C, U + (size_t)xi * K * C, C, V_xi, Tp, M_xi, Tp, 0);
+            }
         }
         output_transform(out, M, bias, residual, relu, t0, T, Tp, &g);
     }

@@ -25,19 +25,28 @@ size_t winograd_weight_floats(int K, int C);
 // operand of one GEMM. Done once, when the model is loaded.
 void winograd_transform_weights(float *U, const float *weight, int K, int C);
 
+// The same weights packed for sgemm (sgemm_pack_a, for the kernel table in use): the 36 [K x C]
+// slices one after another, each winograd_packed_slice_floats(K, C) floats. The session keeps
+// only this form: the products then read their left operand in place instead of packing it on
+// every call.
+size_t winograd_packed_slice_floats(int K, int C);
+void winograd_pack_weights(float *packed, const float *U, int K, int C);
+
 // Floats of workspace one call of winograd_conv2d_forward needs: one block of tiles, about
 // 8 MB (more only where 64 tiles take more: 9.4 MB at C = K = 512; see WINOGRAD_BLOCK_BYTES
 // in winograd.c). Independent of the thread count.
 size_t winograd_workspace_floats(int N, int C, int H, int W, int K, int OH, int OW);
 
 // out [N,K,OH,OW] = conv(inp [N,C,H,W], weight, bias [K] or NULL) with the weights given as
-// U from winograd_transform_weights. The fused epilogue, in the output transform: + residual
+// U from winograd_transform_weights (u_packed 0) or packed by winograd_pack_weights (u_packed
+// 1, for the kernel table still in use). The fused epilogue, in the output transform: + residual
 // [N,K,OH,OW] if not NULL (must not overlap out), then if relu != 0, max(out, 0) (NaN stays
 // NaN, as relu_forward_ref). `workspace` holds
 // winograd_workspace_floats(...) floats. Parallel (OpenMP) over channels and tiles; every
 // output element is computed by one thread in a fixed order, so the result is bit-identical
 // for any thread count.
-void winograd_conv2d_forward(float *out, const float *inp, const float *U, const float *bias,
+void winograd_conv2d_forward(float *out, const float *inp, const float *U, int u_packed,
+                             const float *bias,
                              int N, int C, int H, int W, int K, int OH, int OW,
                              int pad_h, int pad_w, const float *residual, int relu,
                              float *workspace);

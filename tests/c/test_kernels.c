@@ -67,7 +67,7 @@ static int check_gemm_ukernel(const cnn_kernel_table *kt, int mr, int nr, int kc
     float *a = random_array((size_t)kc * MR, 1.0f), *b = random_array((size_t)kc * NR, 1.0f);
     // the packing contract: rows >= mr of a, columns >= nr of b are zero
     for (int p = 0; p < kc; p++) {
-        for (int i = mr; i < MR; i++) a[(size_t)i * kc + p] = 0.0f;
+        for (int i = mr; i < MR; i++) a[(size_t)p * MR + i] = 0.0f;
         for (int j = nr; j < NR; j++) b[(size_t)p * NR + j] = 0.0f;
     }
     // C has MR + 1 rows of c_stride: the block, then rows and columns that must stay untouched
@@ -81,7 +81,7 @@ static int check_gemm_ukernel(const cnn_kernel_table *kt, int mr, int nr, int kc
         want[e] = c[e];
         if (!inside) continue;
         double sum = accumulate ? c[e] : 0.0;
-        for (int p = 0; p < kc; p++) sum += (double)a[(size_t)i * kc + p] * b[(size_t)p * NR + j];
+        for (int p = 0; p < kc; p++) sum += (double)a[(size_t)p * MR + i] * b[(size_t)p * NR + j];
         want[e] = sum;
     }
     kt->gemm(mr, nr, kc, a, b, c, (size_t)c_stride, accumulate);

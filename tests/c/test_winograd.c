@@ -75,19 +75,30 @@ static cnn_window window_of(const wcase *c) {
     return w;
 }
 
-// out = winograd conv (weights transformed here); every element is NaN before.
+// out = winograd conv (weights transformed here); every element is NaN before. Run twice:
+// with U as transformed and with U packed (as a session keeps it), which must agree bit for bit.
 static void run_winograd(float *out, const wcase *c, const float *inp, const float *weight,
                          const float *bias) {
     int OH = out_h(c), OW = out_w(c);
     float *U = xmalloc(winograd_weight_floats(c->K, c->C) * sizeof(float));
+    float *U_packed = xmalloc(36 * winograd_packed_slice_floats(c->K, c->C) * sizeof(float));
     float *ws = xmalloc(winograd_workspace_floats(c->N, c->C, c->H, c->W, c->K, OH, OW) *
                         sizeof(float));
     winograd_transform_weights(U, weight, c->K, c->C);
+    winograd_pack_weights(U_packed, U, c->K, c->C);
     size_t n_out = (size_t)c->N * c->K * OH * OW;
-    for (size_t i = 0; i < n_out; i++) out[i] = NAN;
-    winograd_conv2d_forward(out, inp, U, bias, c->N, c->C, c->H, c->W, c->K, OH, OW, c->pad_h,
-                            c->pad_w, c->residual, c->relu, ws);
+    float *out_packed = xmalloc(n_out * sizeof(float));
+    for (size_t i = 0; i < n_out; i++) out[i] = out_packed[i] = NAN;
+    winograd_conv2d_forward(out, inp, U, 0, bias, c->N, c->C, c->H, c->W, c->K, OH, OW,
+                            c->pad_h, c->pad_w, c->residual, c->relu, ws);
+    winograd_conv2d_forward(out_packed, inp, U_packed, 1, bias, c->N, c->C, c->H, c->W, c->K,
+                            OH, OW, c->pad_h, c->pad_w, c->residual, c->relu, ws);
+    CHECK(memcmp(out, out_packed, n_out * sizeof(float)) == 0,
+          "packed U: not bit-identical to U as transformed (K %d, C %d, %dx%d)", c->K, c->C,
+          OH, OW);
     free(U);
+    free(U_packed);
+    free(out_packed);
     free(ws);
 }
 

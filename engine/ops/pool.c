@@ -96,14 +96,19 @@ void maxpool_forward(float *out, const float *inp, int N, int C, int H, int W, i
                     }
                     for (; x < n; x++) row_max[x] = max_or_nan(row_max[x], src[x]);
                 }
-                for (int ox = ox0; ox < ox1; ox++) {
-                    int x0 = ox * sw - win->padding[1];
-                    int x1 = x0 + (kw - 1) * dw + 1;
-                    if (x1 > W) x1 = W;
-                    while (x0 < 0) x0 += dw;
-                    float max = -INFINITY;
-                    for (int x = x0; x < x1; x += dw) max = max_or_nan(max, row_max[x - c0]);
-                    out_p[(size_t)oy * OW + ox] = max;
+                // Then tap by tap over the outputs whose tap lies inside the input (a loop
+                // over ox with a fixed stride, which vectorises), each output's taps in order.
+                float *dst = out_p + (size_t)oy * OW;
+                for (int ox = ox0; ox < ox1; ox++) dst[ox] = -INFINITY;
+                for (int t = 0; t < kw; t++) {
+                    int offset = t * dw - win->padding[1];   // tap t of output ox: ox*sw + offset
+                    int lo = offset >= 0 ? 0 : (-offset + sw - 1) / sw;
+                    int hi = offset >= W ? 0 : (W - 1 - offset) / sw + 1;
+                    if (lo < ox0) lo = ox0;
+                    if (hi > ox1) hi = ox1;
+                    int base = offset - c0;   // input column x is row_max[x - c0]
+                    for (int ox = lo; ox < hi; ox++)
+                        dst[ox] = max_or_nan(dst[ox], row_max[ox * sw + base]);
                 }
             }
         }

@@ -36,6 +36,12 @@ if [[ "${BUILD%/}" == *build-san ]] || [ "${SANITIZE:-0}" = 1 ]; then
   echo "quick mode (sanitized build $BUILD): CNNSCOPE_TEST_QUICK=1"
 fi
 mkdir -p "$BUILD/test-logs"
+# The references and converted models take ~4 GB (TEST_CACHE): say so up front if the disk is
+# short, since a full disk shows up later as some tool's obscure write error.
+free_kb=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [ -n "$free_kb" ] && [ "$free_kb" -lt 5000000 ]; then
+  echo "warning: only $((free_kb / 1024)) MB free on this disk; the suite writes about 4 GB"
+fi
 # Small generated models for the C tests (they read $FIXTURES).
 export FIXTURES=$BUILD/fixtures
 python3 tests/make_tiny_model.py "$FIXTURES" || { echo "cannot make test fixtures"; echo "0 passed, 1 failed"; exit 1; }

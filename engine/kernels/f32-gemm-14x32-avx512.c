@@ -7,7 +7,8 @@
 // 14 broadcasts of A (contiguous in the packed sliver), 28 FMAs - enough independent accumulators
 // to cover the FMA latency on two ports.
 // Partial tiles: columns through masked loads and stores, rows by skipping the stores of rows
-// >= mr (their accumulators hold sums over the zero padding of a_packed).
+// >= mr (their accumulators hold sums over the zero padding of a_packed); a tile of at most 16
+// columns computes only those (narrow_half).
 #if defined(__x86_64__)
 #include <assert.h>
 #include <immintrin.h>
@@ -15,11 +16,41 @@
 
 enum { MR = 14, NR = 32 };
 
+// Columns [0, nr) of the tile for nr <= 16: the first vector of each row only (the B panel
+// is still 32 wide; its second half is not read). Each sum is the one the full kernel makes.
+static void narrow_half(int mr, int nr, int kc, const float *restrict a_packed,
+                        const float *restrict b_packed, float *restrict c, size_t c_stride,
+                        int accumulate) {
+    __m512 acc[MR];
+    #pragma GCC unroll 14
+    for (int i = 0; i < MR; i++) acc[i] = _mm512_setzero_ps();
+    for (int p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b_packed);
+        #pragma GCC unroll 14
+        for (int i = 0; i < MR; i++)
+            acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a_packed[i]), b0, acc[i]);
+        a_packed += MR;
+        b_packed += NR;
+    }
+    __mmask16 cols = (__mmask16)((1u << nr) - 1);   // (nr = 16: all 16 bits)
+    #pragma GCC unroll 14
+    for (int i = 0; i < MR; i++) {
+        if (i >= mr) break;
+        float *c_row = c + (size_t)i * c_stride;
+        if (accumulate) acc[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(cols, c_row), acc[i]);
+        _mm512_mask_storeu_ps(c_row, cols, acc[i]);
+    }
+}
+
 void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
                                 const float *restrict b_packed, float *restrict c,
                                 size_t c_stride, int accumulate) {
     // a_packed is (kc, 14), b_packed is (kc, 32), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
+    if (nr <= 16) {   // a narrow last panel (N = 196: 4 columns): half the FMAs, same sums
+        narrow_half(mr, nr, kc, a_packed, b_packed, c, c_stride, accumulate);
+        return;
+    }
     __m512 acc[MR][2];
     #pragma GCC unroll 14
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();

@@ -42,9 +42,13 @@ typedef const float *(*sgemm_row_fn)(const void *ctx, int p, int j0, int n, floa
 // kc columns and each sliver of MR rows, the (kc, MR) block the micro-kernel reads, rows past M
 // zero; slice s starts at data + s*kc*M_pad (M_pad = M rounded up to MR). Tied to the kernel
 // table it was packed for (mr, kc): sgemm packs A itself if the table has changed since.
+// Transposed (sgemm_pack_at_rows): A^T as the right operand of C^T = B^T A^T, for products
+// with a narrow C (see gemm.c): for each slice, the (kc, NR) panels of NR rows of A, rows past
+// M zero; `mr` then holds the table's nr.
 typedef struct sgemm_packed_a {
     const float *data;
     int M, K, mr, kc;
+    int transposed;
 } sgemm_packed_a;
 
 // Floats sgemm_pack_a writes for an M x K matrix with the current kernel table.
@@ -61,6 +65,15 @@ sgemm_packed_a sgemm_pack_a(float *dst, int M, int K, const float *A, int lda);
 int sgemm_packed_a_sliver(void);
 void sgemm_pack_a_rows(float *dst, int M, int K, int i0, int mr, const float *rows, int lda);
 sgemm_packed_a sgemm_packed_a_of(const float *data, int M, int K);
+
+// The transposed form, a panel of NR rows of A at a time (i0 a multiple of the panel, rows at
+// most one panel): for a product whose N is small (see SGEMM_NARROW_N_MAX), which sgemm_general
+// then computes as C^T = B^T A^T, bit-identical to the plain product.
+enum { SGEMM_NARROW_N_MAX = 256 };
+int sgemm_packed_at_panel(void);
+size_t sgemm_packed_at_floats(int M, int K);
+void sgemm_pack_at_rows(float *dst, int M, int K, int i0, int rows, const float *src, int lda);
+sgemm_packed_a sgemm_packed_at_of(const float *data, int M, int K);
 
 // Every form of the product in one call: A stored (A, lda) and optionally also pre-packed
 // (a_packed, the same matrix); B stored (B, ldb) or given by rows (b_row, b_ctx); an optional

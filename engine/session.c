@@ -190,14 +190,20 @@ static void plan_folding(cnn_session *s, const int *readers, int fold) {
 }
 
 // How a conv's weights reach its kernel (prepare_weights).
-typedef enum { WEIGHTS_AS_STORED, WEIGHTS_WINOGRAD, WEIGHTS_PACKED } weight_form;
+typedef enum {
+    WEIGHTS_AS_STORED,
+    WEIGHTS_WINOGRAD,
+    WEIGHTS_PACKED,     // for sgemm
+    WEIGHTS_PACKED_T,   // for sgemm's transposed product: output maps of at most 256 positions
+} weight_form;
 
 static weight_form conv_weight_form(const cnn_session *s, const cnn_node *nd) {
     const cnn_node *in = &s->model->nodes[nd->inputs[0]];
     if (s->opt.reference) return WEIGHTS_AS_STORED;
     if (s->opt.winograd && conv2d_winograd_suits(in->c, nd->c, nd->h, nd->w, &nd->window))
         return WEIGHTS_WINOGRAD;
-    return nd->window.groups == 1 ? WEIGHTS_PACKED : WEIGHTS_AS_STORED;
+    if (nd->window.groups != 1) return WEIGHTS_AS_STORED;
+    return nd->h * nd->w <= SGEMM_NARROW_N_MAX ? WEIGHTS_PACKED_T : WEIGHTS_PACKED;
 }
 
 // Elements per output channel of a conv's weights.
@@ -226,8 +232,10 @@ static int fill_weights(cnn_session *s, int i, float **scratch, size_t *scratch_
     const cnn_node *nd = &s->model->nodes[i];
     const int K = nd->c, per_k = conv_per_k(s, nd), folded = s->folded_bn[i] >= 0;
     const weight_form form = conv_weight_form(s, nd);
+    const int packed_t = form == WEIGHTS_PACKED_T;
+    const int unit = packed_t ? sgemm_packed_at_panel() : sgemm_packed_a_sliver();   // rows
     size_t need = 0;
-    if (folded && form == WEIGHTS_PACKED) need = (size_t)sgemm_packed_a_sliver() * per_k;
+    if (folded && (form == WEIGHTS_PACKED || packed_t)) need = (size_t)unit * per_k;
     if (form == WEIGHTS_WINOGRAD)   // (the folded weights, then) the transformed ones
         need = (folded ? (size_t)K * per_k : 0) + winograd_weight_floats(K, per_k / 9);
     if (need > *scratch_floats) {
@@ -236,17 +244,17 @@ static int fill_weights(cnn_session *s, int i, float **scratch, size_t *scratch_
         *scratch_floats = *scratch ? need : 0;
         if (!*scratch) return 0;
     }
-    if (form == WEIGHTS_PACKED) {
+    if (form == WEIGHTS_PACKED || packed_t) {
         float *dst = (float *)s->packed[i].data;
-        int sliver = sgemm_packed_a_sliver();
-        for (int k0 = 0; k0 < K; k0 += sliver) {
-            int rows = K - k0 < sliver ? K - k0 : sliver;
+        for (int k0 = 0; k0 < K; k0 += unit) {
+            int rows = K - k0 < unit ? K - k0 : unit;
             const float *w = nd->p.conv.weight + (size_t)k0 * per_k;
             if (folded) {
                 fold_rows(s, i, k0, rows, *scratch);
                 w = *scratch;
             }
-            sgemm_pack_a_rows(dst, K, per_k, k0, rows, w, per_k);
+            if (packed_t) sgemm_pack_at_rows(dst, K, per_k, k0, rows, w, per_k);
+            else sgemm_pack_a_rows(dst, K, per_k, k0, rows, w, per_k);
         }
     } else if (form == WEIGHTS_WINOGRAD) {
         const float *w = nd->p.conv.weight;
@@ -298,11 +306,15 @@ static cnn_status prepare_weights(cnn_session *s) {
                 u = take(arena, &used, 36 * winograd_packed_slice_floats(K, per_k / 9));
             if (form == WEIGHTS_PACKED)
                 packed = take(arena, &used, sgemm_packed_a_floats(K, per_k));
+            if (form == WEIGHTS_PACKED_T)
+                packed = take(arena, &used, sgemm_packed_at_floats(K, per_k));
             if (pass == 0) continue;
             if (bias) s->bias[i] = s->own_bias[i] = bias;
             if (s->folded_bn[i] >= 0) s->weight[i] = s->own_weight[i] = weight;
             s->winograd_u[i] = u;
-            if (packed) s->packed[i] = sgemm_packed_a_of(packed, K, per_k);
+            if (packed)
+                s->packed[i] = form == WEIGHTS_PACKED_T ? sgemm_packed_at_of(packed, K, per_k)
+                                                        : sgemm_packed_a_of(packed, K, per_k);
             if (form != WEIGHTS_AS_STORED) s->weight[i] = NULL;   // the kernels read their copy
             convs[n_convs++] = i;
         }

@@ -130,13 +130,14 @@ static void pack_b(int n, int kc, int NR, const b_source *src, int p0, int j0, f
 }
 
 // A buffer of at least `bytes` (64-byte aligned) that belongs to the calling thread and is kept
-// for its next call, in one of two slots (0: a thread's packing buffer, 1: the B shared by a
-// team). Products come by the thousand - every conv of every image - and a malloc and free of
-// a large buffer for each fragmented the heap: a 10,000-image run grew to several times the
-// memory of a 100-image one. NULL if there is no memory (the callers then do without).
+// for its next call, in one of three slots (0: a thread's packing buffer, 1: the B shared by a
+// team, 2: the operands of a transposed product). Products come by the thousand - every conv
+// of every image - and a malloc and free of a large buffer for each fragmented the heap: a
+// 10,000-image run grew to several times the memory of a 100-image one. NULL if there is no
+// memory (the callers then do without).
 static float *thread_buffer(int slot, size_t bytes) {
-    static _Thread_local float *buffer[2];
-    static _Thread_local size_t have[2];
+    static _Thread_local float *buffer[3];
+    static _Thread_local size_t have[3];
     if (bytes > have[slot]) {
         free(buffer[slot]);
         buffer[slot] = aligned_alloc(64, (bytes + 63) / 64 * 64);
@@ -259,6 +260,96 @@ static int sgemm_shared_b(const cnn_kernel_table *kt, int M, int N, int K, const
     return 1;
 }
 
+// ---- The transposed product, for a narrow C ---------------------------------------------------
+// When N is small (a conv on a 7x7 or 14x14 map at batch 1: N = 49 or 196) the NR-column panels
+// of B fit it badly (49 columns fill 2 panels of 32 to 77 %), while M (channels: 256, 512) is a
+// multiple of NR. Computing C^T = B^T A^T puts N on the MR-row side instead (49 positions fill
+// 4 slivers of 14 to 88 %, 196 fill 14 exactly): A comes pre-packed as B panels
+// (sgemm_pack_at_rows, at session creation), B's rows are cut into slivers of MR columns, C^T
+// goes to a buffer and is written back transposed, then the epilogue runs. Each element is
+// the same sum as in gemm_tile (the same products over p in the same slices, the multiply-adds
+// commute), so the result is bit-identical to the untransposed product.
+
+// The (kc, MR) slivers of B^T for rows [p0, p0+kc) of B: sliver s holds columns [s*MR, s*MR+MR)
+// (zeros past N), a_t[s*kc*MR + p*MR + i] = B[p0+p][s*MR + i]. `row` holds N floats.
+static void pack_bt(int N, int kc, int MR, const b_source *src, int p0, float *row,
+                    float *restrict a_t) {
+    int slivers = ceil_div(N, MR);
+    for (int p = 0; p < kc; p++) {
+        const float *b_row = src->row ? src->row(src->ctx, p0 + p, 0, N, row)
+                                      : src->data + (size_t)(p0 + p) * src->ld;
+        for (int s = 0; s < slivers; s++) {
+            float *dst = a_t + ((size_t)s * kc + p) * MR;
+            int n = N - s * MR < MR ? N - s * MR : MR;
+            for (int i = 0; i < n; i++) dst[i] = b_row[s * MR + i];
+            for (int i = n; i < MR; i++) dst[i] = 0.0f;
+        }
+    }
+}
+
+// C = A @ B (accumulate 0) with A packed transposed (pa->transposed), as C^T = B^T A^T, for
+// N <= SGEMM_NARROW_N_MAX. B^T is packed whole first (the threads take slices of it), then each
+// thread takes a run of the panels of A^T (columns of C^T, rows of C). Returns 0, having done
+// nothing, if its buffer cannot be allocated.
+static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
+                            const sgemm_packed_a *pa, const b_source *B, float *C, int ldc,
+                            const sgemm_epilogue *ep) {
+    const int MR = kt->mr, NR = kt->nr;
+    const int slivers = ceil_div(N, MR), panels = ceil_div(M, NR), slices = ceil_div(K, kt->kc);
+    const size_t N_pad = (size_t)slivers * MR, M_pad = (size_t)panels * NR;
+    // B^T, slice after slice (slice p0 at N_pad * p0), then C^T (N_pad x M_pad)
+    size_t bt_floats = N_pad * (size_t)K, ct_floats = N_pad * M_pad;
+    float *buf = thread_buffer(2, (bt_floats + ct_floats) * sizeof(float));
+    if (!buf) return 0;
+    float *bt = buf, *ct = buf + bt_floats;
+    int parallel = panels > 1 && 2.0 * M * N * K > 2e6;
+    #pragma omp parallel if (parallel)
+    {
+        float row[SGEMM_NARROW_N_MAX];   // a row of B, from B's row function
+        #pragma omp for schedule(static)
+        for (int t = 0; t < slices; t++) {
+            int p0 = t * kt->kc, kc = K - p0 < kt->kc ? K - p0 : kt->kc;
+            pack_bt(N, kc, MR, B, p0, row, bt + N_pad * p0);
+        }   // (the implicit barrier: B^T is whole before anyone reads it)
+        // Each thread a run of panels; for each slice, each sliver of B^T (in L1) against the
+        // thread's panels of A^T (from L2).
+        int threads = 1, me = 0;
+#ifdef _OPENMP
+        threads = omp_get_num_threads();
+        me = omp_get_thread_num();
+#endif
+        int q_lo = (int)((long)panels * me / threads);
+        int q_hi = (int)((long)panels * (me + 1) / threads);
+        for (int p0 = 0; p0 < K; p0 += kt->kc) {
+            int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
+            for (int s = 0; s < slivers; s++) {
+                int mr = N - s * MR < MR ? N - s * MR : MR;
+                const float *bt_sliver = bt + N_pad * p0 + (size_t)s * kc * MR;
+                for (int q = q_lo; q < q_hi; q++) {
+                    int nr = M - q * NR < NR ? M - q * NR : NR;
+                    const float *at_panel = pa->data + (size_t)p0 * M_pad + (size_t)q * kc * NR;
+                    kt->gemm(mr, nr, kc, bt_sliver, at_panel, ct + (size_t)s * MR * M_pad + q * NR,
+                             M_pad, p0 > 0);
+                }
+            }
+        }
+        // The thread's rows of C, from the columns of C^T, then the epilogue on them.
+        for (int q = q_lo; q < q_hi; q++) {
+            int nr = M - q * NR < NR ? M - q * NR : NR;
+            for (int i = 0; i < nr; i++) {
+                float *c_row = C + (size_t)(q * NR + i) * ldc;
+                const float *ct_col = ct + q * NR + i;
+                for (int j = 0; j < N; j++) c_row[j] = ct_col[(size_t)j * M_pad];
+            }
+            if (ep)
+                finish_block(ep, nr, N, C + (size_t)q * NR * ldc, ldc,
+                             ep->bias ? ep->bias + q * NR : NULL,
+                             ep->residual ? ep->residual + (size_t)q * NR * ep->ldr : NULL);
+        }
+    }
+    return 1;
+}
+
 // sgemm_general, and sgemm_low_memory when `low_memory` (the stack buffers even if malloc
 // would work).
 static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, int ldc,
@@ -279,8 +370,17 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
     const cnn_kernel_table *kt = cnn_kernels();
     const int MR = kt->mr, NR = kt->nr;
     const sgemm_packed_a *pa = op->a_packed;   // usable only if packed for these kernels
-    if (pa && (pa->mr != MR || pa->kc != kt->kc || pa->M != M || pa->K != K)) pa = NULL;
+    if (pa && (pa->mr != (pa->transposed ? NR : MR) || pa->kc != kt->kc || pa->M != M ||
+               pa->K != K))
+        pa = NULL;
     assert(pa || A);   // A may be left out only when the packed copy fits these kernels
+    if (pa && pa->transposed) {
+        if (!accumulate && !low_memory && N <= SGEMM_NARROW_N_MAX &&
+            sgemm_transposed(kt, M, N, K, pa, B, C, ldc, ep))
+            return;
+        assert(A);   // (no memory: the plain product from A)
+        pa = NULL;
+    }
     // Tile sizes: as large as allowed (a 512 x 512 tile packs each slice of B and each sliver of
     // A once for many kernel calls), then split until there are MIN_TILES tiles to share out,
     // if there is more than one thread to share them (inside a parallel region, e.g. one of
@@ -388,5 +488,35 @@ sgemm_packed_a sgemm_pack_a(float *dst, int M, int K, const float *A, int lda) {
 
 sgemm_packed_a sgemm_packed_a_of(const float *data, int M, int K) {
     const cnn_kernel_table *kt = cnn_kernels();
-    return (sgemm_packed_a){data, M, K, kt->mr, kt->kc};
+    return (sgemm_packed_a){data, M, K, kt->mr, kt->kc, 0};
+}
+
+int sgemm_packed_at_panel(void) {
+    return cnn_kernels()->nr;
+}
+
+size_t sgemm_packed_at_floats(int M, int K) {
+    const cnn_kernel_table *kt = cnn_kernels();
+    return (size_t)round_up(M > 0 ? M : 1, kt->nr) * (size_t)(K > 0 ? K : 0);
+}
+
+void sgemm_pack_at_rows(float *dst, int M, int K, int i0, int rows, const float *src, int lda) {
+    const cnn_kernel_table *kt = cnn_kernels();
+    const int NR = kt->nr;
+    size_t M_pad = (size_t)round_up(M > 0 ? M : 1, NR);
+    assert(i0 % NR == 0 && rows >= 1 && rows <= NR && i0 + rows <= M);
+    for (int p0 = 0; p0 < K; p0 += kt->kc) {
+        int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
+        float *panel = dst + (size_t)p0 * M_pad + (size_t)(i0 / NR) * kc * NR;   // (kc, NR)
+        for (int p = 0; p < kc; p++) {
+            for (int j = 0; j < rows; j++)
+                panel[(size_t)p * NR + j] = src[(size_t)j * lda + p0 + p];
+            for (int j = rows; j < NR; j++) panel[(size_t)p * NR + j] = 0.0f;
+        }
+    }
+}
+
+sgemm_packed_a sgemm_packed_at_of(const float *data, int M, int K) {
+    const cnn_kernel_table *kt = cnn_kernels();
+    return (sgemm_packed_a){data, M, K, kt->nr, kt->kc, 1};
 }

@@ -185,8 +185,32 @@ static int check_sgemm(int M, int N, int K, int lda, int ldb, int ldc, int accum
                ldc, accumulate);
         failures++;
     }
+    // A narrow product with A packed transposed (C^T = B^T A^T, what a session uses for convs
+    // on small maps) must give exactly sgemm's numbers, from the packed copy alone.
+    int same_t = 1;
+    if (!accumulate && N <= SGEMM_NARROW_N_MAX && K > 0) {
+        float *packed = xmalloc(sgemm_packed_at_floats(M, K) * sizeof(float));
+        int panel = sgemm_packed_at_panel();
+        for (int i0 = 0; i0 < M; i0 += panel)
+            sgemm_pack_at_rows(packed, M, K, i0, M - i0 < panel ? M - i0 : panel,
+                               A + (size_t)i0 * lda, lda);
+        sgemm_packed_a pa = sgemm_packed_at_of(packed, M, K);
+        sgemm_operands op = {.a_packed = &pa, .lda = lda, .B = B, .ldb = ldb};
+        float *C_t = xmalloc(c_bytes);
+        memcpy(C_t, C_fast, c_bytes);
+        for (int i = 0; i < M; i++) for (int j = 0; j < N; j++) C_t[(size_t)i * ldc + j] = NAN;
+        sgemm_general(M, N, K, &op, C_t, ldc, 0);
+        same_t = memcmp(C_t, C_fast, c_bytes) == 0;
+        if (!same_t) {
+            printf("FAIL [%s] sgemm with A packed transposed differs from sgemm (must be "
+                   "bit-identical)\n  M=%d N=%d K=%d lda=%d ldb=%d ldc=%d\n", isa_name, M, N, K,
+                   lda, ldb, ldc);
+            failures++;
+        }
+        free(packed); free(C_t);
+    }
     free(A); free(B); free(C_ref); free(C_fast); free(C_low);
-    return bad < 0 && same;
+    return bad < 0 && same && same_t;
 }
 
 static void test_sgemm(const cnn_kernel_table *kt) {
@@ -255,10 +279,20 @@ static int check_conv(const conv_case *c) {
     // The fused epilogue (residual add, then relu) must equal the separate passes bit for bit.
     float *residual = random_array(n_out, 1.0f), *fused = xmalloc(n_out * sizeof(float));
     int with_residual = rng_int(0, 1);
-    // ... with the weights pre-packed for sgemm (and not passed plain) where groups = 1
+    // ... with the weights pre-packed for sgemm (and not passed plain) where groups = 1, on
+    // small maps every other time in the transposed form (C^T = B^T A^T)
     float *packed = NULL;
     sgemm_packed_a pa;
-    if (c->win.groups == 1) {
+    int transposed = c->win.groups == 1 && c->OH * c->OW <= SGEMM_NARROW_N_MAX && CRS > 0 &&
+                     rng_int(0, 1);
+    if (transposed) {
+        packed = xmalloc(sgemm_packed_at_floats(c->K, CRS) * sizeof(float));
+        int panel = sgemm_packed_at_panel();
+        for (int i0 = 0; i0 < c->K; i0 += panel)
+            sgemm_pack_at_rows(packed, c->K, CRS, i0, c->K - i0 < panel ? c->K - i0 : panel,
+                               weight + (size_t)i0 * CRS, CRS);
+        pa = sgemm_packed_at_of(packed, c->K, CRS);
+    } else if (c->win.groups == 1) {
         packed = xmalloc(sgemm_packed_a_floats(c->K, CRS) * sizeof(float));
         pa = sgemm_pack_a(packed, c->K, CRS, weight, CRS);
     }
@@ -272,7 +306,8 @@ static int check_conv(const conv_case *c) {
     int same = memcmp(fused, fast, n_out * sizeof(float)) == 0;
     if (!same) {
         printf("FAIL [%s] conv2d_forward_fused (relu%s%s) differs from conv2d_forward + %srelu\n",
-               isa_name, with_residual ? ", residual" : "", used_packed ? ", packed weights" : "",
+               isa_name, with_residual ? ", residual" : "",
+               transposed ? ", weights packed transposed" : used_packed ? ", packed weights" : "",
                with_residual ? "add + " : "");
         failures++;
     }

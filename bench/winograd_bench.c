@@ -61,7 +61,7 @@ int main(int argc, char **argv) {
         float *w = random_floats((size_t)b->K * b->C * 9, 1.0f / sqrtf(9.0f * b->C), &seed);
         float *bias = random_floats((size_t)b->K, 0.1f, &seed);
         float *U_plain = xmalloc(winograd_weight_floats(b->K, b->C) * sizeof(float));
-        float *U = xmalloc(36 * winograd_packed_slice_floats(b->K, b->C) * sizeof(float));
+        float *U = xmalloc(winograd_packed_weight_floats(b->K, b->C) * sizeof(float));
         winograd_transform_weights(U_plain, w, b->K, b->C);
         winograd_pack_weights(U, U_plain, b->K, b->C);   // as a session keeps them
         free(U_plain);

@@ -67,8 +67,9 @@ void sgemm_pack_a_rows(float *dst, int M, int K, int i0, int mr, const float *ro
 sgemm_packed_a sgemm_packed_a_of(const float *data, int M, int K);
 
 // The transposed form, a panel of NR rows of A at a time (i0 a multiple of the panel, rows at
-// most one panel): for a product whose N is small (see SGEMM_NARROW_N_MAX), which sgemm_general
-// then computes as C^T = B^T A^T, bit-identical to the plain product.
+// most one panel): for a product whose N is small (up to SGEMM_NARROW_N_MAX, the session's
+// choice), which sgemm_general then computes as C^T = B^T A^T, bit-identical to the plain
+// product. Not for accumulate = 1 (sgemm_general then needs A itself).
 enum { SGEMM_NARROW_N_MAX = 256 };
 int sgemm_packed_at_panel(void);
 size_t sgemm_packed_at_floats(int M, int K);
@@ -92,9 +93,12 @@ typedef struct {
 void sgemm_general(int M, int N, int K, const sgemm_operands *op, float *C, int ldc,
                    int accumulate);
 
-// For tests: sgemm as it runs when its packing buffer cannot be allocated (small stack
-// buffers, one panel at a time). Must give exactly sgemm's numbers.
+// For tests: sgemm (and sgemm_general) as they run when their packing buffers cannot be
+// allocated (small stack buffers, one panel or one register tile at a time). Must give exactly
+// the same numbers.
 void sgemm_low_memory(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                       float *C, int ldc, int accumulate);
+void sgemm_general_low_memory(int M, int N, int K, const sgemm_operands *op, float *C, int ldc,
+                              int accumulate);
 
 #endif

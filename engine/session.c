@@ -60,7 +60,7 @@ struct cnn_session {
     const float **bias;        // [n_nodes]
     float **own_weight;        // [n_nodes] conv: its folded weights, or NULL  } all four in
     float **own_bias;          // [n_nodes] conv: its folded bias, or NULL     } weight_arena
-    float **winograd_u;        // [n_nodes] conv: its Winograd-transformed weights (packed), or NULL
+    float **winograd_u;        // [n_nodes] conv: its Winograd weights (packed), or NULL
     sgemm_packed_a *packed;    // [n_nodes] conv: its weights packed for sgemm (data NULL: none)
     float *weight_arena;       // the session's prepared weights, one allocation
     size_t weight_arena_bytes;
@@ -303,7 +303,7 @@ static cnn_status prepare_weights(cnn_session *s) {
                 if (form == WEIGHTS_AS_STORED) weight = take(arena, &used, (size_t)K * per_k);
             }
             if (form == WEIGHTS_WINOGRAD)
-                u = take(arena, &used, 36 * winograd_packed_slice_floats(K, per_k / 9));
+                u = take(arena, &used, winograd_packed_weight_floats(K, per_k / 9));
             if (form == WEIGHTS_PACKED)
                 packed = take(arena, &used, sgemm_packed_a_floats(K, per_k));
             if (form == WEIGHTS_PACKED_T)

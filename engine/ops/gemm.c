@@ -350,6 +350,43 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
     return 1;
 }
 
+// The same product with stack buffers only (no memory for sgemm_transposed's, or N too large
+// for them), one register tile at a time: for each sliver of positions and panel of rows, the
+// tile's sum over every slice (its slice of B^T packed again for each panel), then the tile
+// written back transposed and its epilogue. The same kernel calls on the same values, so the
+// same numbers, only slower.
+static void sgemm_transposed_small(const cnn_kernel_table *kt, int M, int N, int K,
+                                   const sgemm_packed_a *pa, const b_source *B, float *C,
+                                   int ldc, const sgemm_epilogue *ep) {
+    const int MR = kt->mr, NR = kt->nr;
+    const size_t M_pad = (size_t)round_up(M, NR);
+    _Alignas(64) float bt[MR_MAX * KC_MAX], tile[MR_MAX * NR_MAX], row[MR_MAX];
+    for (int s0 = 0; s0 < N; s0 += MR) {
+        int mr = N - s0 < MR ? N - s0 : MR;   // positions (columns of C) in this sliver
+        for (int q0 = 0; q0 < M; q0 += NR) {
+            int nr = M - q0 < NR ? M - q0 : NR;   // rows of C in this panel
+            for (int p0 = 0; p0 < K; p0 += kt->kc) {
+                int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
+                for (int p = 0; p < kc; p++) {
+                    const float *b_row = B->row ? B->row(B->ctx, p0 + p, s0, mr, row)
+                                                : B->data + (size_t)(p0 + p) * B->ld + s0;
+                    for (int i = 0; i < MR; i++) bt[p * MR + i] = i < mr ? b_row[i] : 0.0f;
+                }
+                const float *at_panel = pa->data + (size_t)p0 * M_pad + (size_t)(q0 / NR) * kc * NR;
+                kt->gemm(mr, nr, kc, bt, at_panel, tile, NR, p0 > 0);
+            }
+            for (int j = 0; j < nr; j++) {
+                float *c_row = C + (size_t)(q0 + j) * ldc + s0;
+                for (int i = 0; i < mr; i++) c_row[i] = tile[i * NR + j];
+            }
+            if (ep)
+                finish_block(ep, nr, mr, C + (size_t)q0 * ldc + s0, ldc,
+                             ep->bias ? ep->bias + q0 : NULL,
+                             ep->residual ? ep->residual + (size_t)q0 * ep->ldr + s0 : NULL);
+        }
+    }
+}
+
 // sgemm_general, and sgemm_low_memory when `low_memory` (the stack buffers even if malloc
 // would work).
 static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, int ldc,
@@ -375,10 +412,13 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
         pa = NULL;
     assert(pa || A);   // A may be left out only when the packed copy fits these kernels
     if (pa && pa->transposed) {
-        if (!accumulate && !low_memory && N <= SGEMM_NARROW_N_MAX &&
-            sgemm_transposed(kt, M, N, K, pa, B, C, ldc, ep))
+        if (!accumulate) {
+            if (low_memory || N > SGEMM_NARROW_N_MAX ||
+                !sgemm_transposed(kt, M, N, K, pa, B, C, ldc, ep))
+                sgemm_transposed_small(kt, M, N, K, pa, B, C, ldc, ep);
             return;
-        assert(A);   // (no memory: the plain product from A)
+        }
+        assert(A);   // (the transposed form does not accumulate: the plain product from A)
         pa = NULL;
     }
     // Tile sizes: as large as allowed (a 512 x 512 tile packs each slice of B and each sliver of
@@ -456,6 +496,11 @@ void sgemm_low_memory(int M, int N, int K, const float *A, int lda, const float 
                       float *C, int ldc, int accumulate) {
     sgemm_operands op = {.A = A, .lda = lda, .B = B, .ldb = ldb};
     sgemm_run(M, N, K, &op, C, ldc, accumulate, 1);
+}
+
+void sgemm_general_low_memory(int M, int N, int K, const sgemm_operands *op, float *C, int ldc,
+                              int accumulate) {
+    sgemm_run(M, N, K, op, C, ldc, accumulate, 1);
 }
 
 size_t sgemm_packed_a_floats(int M, int K) {

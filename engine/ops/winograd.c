@@ -107,6 +107,10 @@ size_t winograd_packed_slice_floats(int K, int C) {
     return sgemm_packed_a_floats(K, C);
 }
 
+size_t winograd_packed_weight_floats(int K, int C) {
+    return POSITIONS * winograd_packed_slice_floats(K, C);
+}
+
 void winograd_pack_weights(float *packed, const float *U, int K, int C) {
     size_t slice = winograd_packed_slice_floats(K, C);
     for (int xi = 0; xi < POSITIONS; xi++)

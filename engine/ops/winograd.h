@@ -26,10 +26,11 @@ size_t winograd_weight_floats(int K, int C);
 void winograd_transform_weights(float *U, const float *weight, int K, int C);
 
 // The same weights packed for sgemm (sgemm_pack_a, for the kernel table in use): the 36 [K x C]
-// slices one after another, each winograd_packed_slice_floats(K, C) floats. The session keeps
-// only this form: the products then read their left operand in place instead of packing it on
-// every call.
+// slices one after another, each winograd_packed_slice_floats(K, C) floats (in all,
+// winograd_packed_weight_floats). The session keeps only this form: the products then read
+// their left operand in place instead of packing it on every call.
 size_t winograd_packed_slice_floats(int K, int C);
+size_t winograd_packed_weight_floats(int K, int C);
 void winograd_pack_weights(float *packed, const float *U, int K, int C);
 
 // Floats of workspace one call of winograd_conv2d_forward needs: one block of tiles, about

@@ -185,10 +185,11 @@ static int check_sgemm(int M, int N, int K, int lda, int ldb, int ldc, int accum
                ldc, accumulate);
         failures++;
     }
-    // A narrow product with A packed transposed (C^T = B^T A^T, what a session uses for convs
-    // on small maps) must give exactly sgemm's numbers, from the packed copy alone.
+    // A product with A packed transposed (C^T = B^T A^T, what a session uses for convs on small
+    // maps; past SGEMM_NARROW_N_MAX columns through its stack-buffer path) must give exactly
+    // sgemm's numbers, from the packed copy alone.
     int same_t = 1;
-    if (!accumulate && N <= SGEMM_NARROW_N_MAX && K > 0) {
+    if (!accumulate && K > 0) {
         float *packed = xmalloc(sgemm_packed_at_floats(M, K) * sizeof(float));
         int panel = sgemm_packed_at_panel();
         for (int i0 = 0; i0 < M; i0 += panel)
@@ -201,8 +202,12 @@ static int check_sgemm(int M, int N, int K, int lda, int ldb, int ldc, int accum
         for (int i = 0; i < M; i++) for (int j = 0; j < N; j++) C_t[(size_t)i * ldc + j] = NAN;
         sgemm_general(M, N, K, &op, C_t, ldc, 0);
         same_t = memcmp(C_t, C_fast, c_bytes) == 0;
+        for (int i = 0; i < M; i++) for (int j = 0; j < N; j++) C_t[(size_t)i * ldc + j] = NAN;
+        sgemm_general_low_memory(M, N, K, &op, C_t, ldc, 0);   // its stack-buffer path
+        same_t = same_t && memcmp(C_t, C_fast, c_bytes) == 0;
         if (!same_t) {
-            printf("FAIL [%s] sgemm with A packed transposed differs from sgemm (must be "
+            printf("FAIL [%s] sgemm with A packed transposed (or its low-memory path) differs "
+                   "from sgemm (must be "
                    "bit-identical)\n  M=%d N=%d K=%d lda=%d ldb=%d ldc=%d\n", isa_name, M, N, K,
                    lda, ldb, ldc);
             failures++;

@@ -81,7 +81,7 @@ static void run_winograd(float *out, const wcase *c, const float *inp, const flo
                          const float *bias) {
     int OH = out_h(c), OW = out_w(c);
     float *U = xmalloc(winograd_weight_floats(c->K, c->C) * sizeof(float));
-    float *U_packed = xmalloc(36 * winograd_packed_slice_floats(c->K, c->C) * sizeof(float));
+    float *U_packed = xmalloc(winograd_packed_weight_floats(c->K, c->C) * sizeof(float));
     float *ws = xmalloc(winograd_workspace_floats(c->N, c->C, c->H, c->W, c->K, OH, OW) *
                         sizeof(float));
     winograd_transform_weights(U, weight, c->K, c->C);

@@ -16,13 +16,16 @@
 //   - The micro-kernel keeps an MR x NR block of C in registers for the whole slice and writes
 //     only the part of it that exists in C (tails are its job).
 //   - B is a stored matrix, or comes row by row from a function (a conv's im2col rows,
-//     gathered straight into the panels). A may come pre-packed (sgemm_pack_a: a conv's weights,
-//     packed once per session), its slivers then read in place. After the last slice of K, the optional
-//     epilogue (residual add, relu) runs on each sliver's rows while they are still in cache.
+//     gathered straight into the panels). A may come pre-packed (sgemm_pack_a: a conv's
+//     weights, packed once per session), its slivers then read in place. After the last slice
+//     of K, the optional epilogue (bias, residual add, relu) runs on each sliver's rows while
+//     they are still in cache.
+//   - A narrow C (a conv on a 7x7 or 14x14 map) is computed transposed, C^T = B^T A^T, with A
+//     pre-packed as the right operand (sgemm_pack_at_rows): see sgemm_transposed.
 // Each element of C is summed the same way whatever the tiles: over p in slices of kc (a
 // function of K and the kernel table only), each slice in order by one kernel call, then added
 // to C. So for a given ISA the result is bit-identical for any number of threads, any tile
-// size, and with or without the large packing buffer.
+// size, transposed or not, and with or without the large packing buffer.
 #include <assert.h>
 #include <stdlib.h>
 #ifdef _OPENMP

@@ -305,8 +305,7 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
     float *buf = thread_buffer(2, (bt_floats + ct_floats) * sizeof(float));
     if (!buf) return 0;
     float *bt = buf, *ct = buf + bt_floats;
-    int parallel = panels > 1 && 2.0 * M * N * K > 2e6;
-    #pragma omp parallel if (parallel)
+    #pragma omp parallel if (panels > 1 && 2.0 * M * N * K > 2e6)
     {
         float row[SGEMM_NARROW_N_MAX];   // a row of B, from B's row function
         #pragma omp for schedule(static)

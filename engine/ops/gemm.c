@@ -84,11 +84,15 @@ static void pack_a(int mr, int kc, int MR, const float *A, int lda, float *restr
     }
 }
 
-// Copies n floats; n is the panel width NR (8, 16 or 32) in the common case, where the
-// constant-size copies become a few vector moves instead of a call.
+// Copies n floats; n is the panel width NR (8, 16 or 32) or the sliver height MR (4, 6, 8, 14)
+// in the common case, where the constant-size copies become a few vector moves instead of a
+// call.
 static inline void copy_row(float *restrict dst, const float *restrict src, int n) {
     switch (n) {
+    case 4: memcpy(dst, src, 4 * sizeof(float)); break;
+    case 6: memcpy(dst, src, 6 * sizeof(float)); break;
     case 8: memcpy(dst, src, 8 * sizeof(float)); break;
+    case 14: memcpy(dst, src, 14 * sizeof(float)); break;
     case 16: memcpy(dst, src, 16 * sizeof(float)); break;
     case 32: memcpy(dst, src, 32 * sizeof(float)); break;
     default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
@@ -284,8 +288,12 @@ static void pack_bt(int N, int kc, int MR, const b_source *src, int p0, float *r
         for (int s = 0; s < slivers; s++) {
             float *dst = a_t + ((size_t)s * kc + p) * MR;
             int n = N - s * MR < MR ? N - s * MR : MR;
-            for (int i = 0; i < n; i++) dst[i] = b_row[s * MR + i];
-            for (int i = n; i < MR; i++) dst[i] = 0.0f;
+            if (n == MR) {
+                copy_row(dst, b_row + s * MR, MR);
+            } else {
+                for (int i = 0; i < n; i++) dst[i] = b_row[s * MR + i];
+                for (int i = n; i < MR; i++) dst[i] = 0.0f;
+            }
         }
     }
 }

@@ -35,32 +35,12 @@
 #define RNG_SEED 20240611u   // this test's stream of random shapes and values
 #include "random.h"
 
-static int failures = 0;
-#define CHECK(cond, ...)                                                \
-    do {                                                                \
-        if (!(cond)) {                                                  \
-            failures++;                                                 \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                 \
-            printf(__VA_ARGS__);                                        \
-            printf("\n");                                               \
-        }                                                               \
-    } while (0)
+#include "check.h"
 
 static double max_abs(const float *a, size_t n) {
     double m = 0;
     for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i]));
     return m;
-}
-
-// max |a - b| / max |b|
-static double rel_error(const float *a, const float *b, size_t n) {
-    double diff = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= diff)) diff = d;   // NaN sticks
-    }
-    double scale = max_abs(b, n);
-    return scale > 0 ? diff / scale : diff;
 }
 
 // ---------------------------------------------------------------------------------------------

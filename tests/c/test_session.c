@@ -10,16 +10,6 @@
 
 #include "check.h"
 
-// max |a - b| / max |b| over n values
-static double rel_error(const float *a, const float *b, size_t n) {
-    double diff = 0, scale = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)a[i] - b[i]));
-        scale = fmax(scale, fabs((double)b[i]));
-    }
-    return diff / scale;
-}
-
 typedef struct {
     int calls;
     int order_ok;

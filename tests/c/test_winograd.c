@@ -48,17 +48,6 @@ static float rng_normal(void) {   // N(0, 1), Box-Muller
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
-// max |a - b| / max |b|; NaN in `a` (an element never written) gives infinity.
-static double rel_error(const float *a, const float *b, size_t n) {
-    double diff = 0, scale = 1e-30;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        diff = isnan(d) ? INFINITY : fmax(diff, d);
-        scale = fmax(scale, fabs((double)b[i]));
-    }
-    return diff / scale;
-}
-
 // --- one case -------------------------------------------------------------------------------
 
 typedef struct {

@@ -298,6 +298,20 @@ static void pack_bt(int N, int kc, int MR, const b_source *src, int p0, float *r
     }
 }
 
+// The block of C at rows [row0, row0+rows), columns [col0, col0+cols) from its transpose `ct`
+// (ct[j*ldct + i] = C[row0+i][col0+j]), then the epilogue on it.
+static void store_transposed(const sgemm_epilogue *ep, const float *ct, size_t ldct, int rows,
+                             int cols, float *C, int ldc, int row0, int col0) {
+    float *block = C + (size_t)row0 * ldc + col0;
+    for (int i = 0; i < rows; i++) {
+        float *c_row = block + (size_t)i * ldc;
+        for (int j = 0; j < cols; j++) c_row[j] = ct[(size_t)j * ldct + i];
+    }
+    if (ep)
+        finish_block(ep, rows, cols, block, ldc, ep->bias ? ep->bias + row0 : NULL,
+                     ep->residual ? ep->residual + (size_t)row0 * ep->ldr + col0 : NULL);
+}
+
 // C = A @ B (accumulate 0) with A packed transposed (pa->transposed), as C^T = B^T A^T, for
 // N <= SGEMM_NARROW_N_MAX. B^T is packed whole first (the threads take slices of it), then each
 // thread takes a run of the panels of A^T (columns of C^T, rows of C). Returns 0, having done
@@ -346,15 +360,7 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
         // The thread's rows of C, from the columns of C^T, then the epilogue on them.
         for (int q = q_lo; q < q_hi; q++) {
             int nr = M - q * NR < NR ? M - q * NR : NR;
-            for (int i = 0; i < nr; i++) {
-                float *c_row = C + (size_t)(q * NR + i) * ldc;
-                const float *ct_col = ct + q * NR + i;
-                for (int j = 0; j < N; j++) c_row[j] = ct_col[(size_t)j * M_pad];
-            }
-            if (ep)
-                finish_block(ep, nr, N, C + (size_t)q * NR * ldc, ldc,
-                             ep->bias ? ep->bias + q * NR : NULL,
-                             ep->residual ? ep->residual + (size_t)q * NR * ep->ldr : NULL);
+            store_transposed(ep, ct + q * NR, M_pad, nr, N, C, ldc, q * NR, 0);
         }
     }
     return 1;
@@ -385,14 +391,7 @@ static void sgemm_transposed_small(const cnn_kernel_table *kt, int M, int N, int
                 const float *at_panel = pa->data + (size_t)p0 * M_pad + (size_t)(q0 / NR) * kc * NR;
                 kt->gemm(mr, nr, kc, bt, at_panel, tile, NR, p0 > 0);
             }
-            for (int j = 0; j < nr; j++) {
-                float *c_row = C + (size_t)(q0 + j) * ldc + s0;
-                for (int i = 0; i < mr; i++) c_row[i] = tile[i * NR + j];
-            }
-            if (ep)
-                finish_block(ep, nr, mr, C + (size_t)q0 * ldc + s0, ldc,
-                             ep->bias ? ep->bias + q0 : NULL,
-                             ep->residual ? ep->residual + (size_t)q0 * ep->ldr + s0 : NULL);
+            store_transposed(ep, tile, NR, nr, mr, C, ldc, q0, s0);
         }
     }
 }

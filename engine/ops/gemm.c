@@ -335,8 +335,10 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
             int p0 = t * kt->kc, kc = K - p0 < kt->kc ? K - p0 : kt->kc;
             pack_bt(N, kc, MR, B, p0, row, bt + N_pad * p0);
         }   // (the implicit barrier: B^T is whole before anyone reads it)
-        // Each thread a run of panels; for each slice, each sliver of B^T (in L1) against the
-        // thread's panels of A^T (from L2).
+        // Each thread a run of panels; for each slice, each of the thread's panels of A^T
+        // against every sliver of B^T (from L2). A panel is a conv's weights, on 7x7 maps read
+        // from memory for little work: used by all slivers while it is in L1, its stream
+        // overlaps several kernel calls instead of one (ResNet-50, 1 thread: 5 % faster).
         int threads = 1, me = 0;
 #ifdef _OPENMP
         threads = omp_get_num_threads();
@@ -346,12 +348,12 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
         int q_hi = (int)((long)panels * (me + 1) / threads);
         for (int p0 = 0; p0 < K; p0 += kt->kc) {
             int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
-            for (int s = 0; s < slivers; s++) {
-                int mr = N - s * MR < MR ? N - s * MR : MR;
-                const float *bt_sliver = bt + N_pad * p0 + (size_t)s * kc * MR;
-                for (int q = q_lo; q < q_hi; q++) {
-                    int nr = M - q * NR < NR ? M - q * NR : NR;
-                    const float *at_panel = pa->data + (size_t)p0 * M_pad + (size_t)q * kc * NR;
+            for (int q = q_lo; q < q_hi; q++) {
+                int nr = M - q * NR < NR ? M - q * NR : NR;
+                const float *at_panel = pa->data + (size_t)p0 * M_pad + (size_t)q * kc * NR;
+                for (int s = 0; s < slivers; s++) {
+                    int mr = N - s * MR < MR ? N - s * MR : MR;
+                    const float *bt_sliver = bt + N_pad * p0 + (size_t)s * kc * MR;
                     kt->gemm(mr, nr, kc, bt_sliver, at_panel, ct + (size_t)s * MR * M_pad + q * NR,
                              M_pad, p0 > 0);
                 }

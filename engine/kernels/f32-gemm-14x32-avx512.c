@@ -6,9 +6,11 @@
 // the broadcast element of A: 31 of the 32 zmm registers. Per step of p: 2 loads of B,
 // 14 broadcasts of A (contiguous in the packed sliver), 28 FMAs - enough independent accumulators
 // to cover the FMA latency on two ports.
-// Partial tiles: columns through masked loads and stores, rows by skipping the stores of rows
-// >= mr (their accumulators hold sums over the zero padding of a_packed); a tile of at most 16
-// columns computes only those (narrow_half).
+// Partial tiles: a tile computes only the rows that exist in C (a sliver of 2 rows: 2 x 2 FMAs
+// per step, not 14 x 2; the last sliver of M = 128 channels, or of 49 positions on a 7x7 map in
+// the transposed product, has 2 and 7) and, when it has at most 16 columns, only the first
+// vector of each row; the last vector's columns through masked loads and stores. Each sum is
+// the one the full tile makes.
 #if defined(__x86_64__)
 #include <assert.h>
 #include <immintrin.h>
@@ -16,51 +18,25 @@
 
 enum { MR = 14, NR = 32 };
 
-// Columns [0, nr) of the tile for nr <= 16: the first vector of each row only (the B panel
-// is still 32 wide; its second half is not read). Each sum is the one the full kernel makes.
-static void narrow_half(int mr, int nr, int kc, const float *restrict a_packed,
-                        const float *restrict b_packed, float *restrict c, size_t c_stride,
-                        int accumulate) {
-    __m512 acc[MR];
-    #pragma GCC unroll 14
-    for (int i = 0; i < MR; i++) acc[i] = _mm512_setzero_ps();
-    for (int p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_loadu_ps(b_packed);
-        #pragma GCC unroll 14
-        for (int i = 0; i < MR; i++)
-            acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a_packed[i]), b0, acc[i]);
-        a_packed += MR;
-        b_packed += NR;
-    }
-    __mmask16 cols = (__mmask16)((1u << nr) - 1);   // (nr = 16: all 16 bits)
-    #pragma GCC unroll 14
-    for (int i = 0; i < MR; i++) {
-        if (i >= mr) break;
-        float *c_row = c + (size_t)i * c_stride;
-        if (accumulate) acc[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(cols, c_row), acc[i]);
-        _mm512_mask_storeu_ps(c_row, cols, acc[i]);
-    }
-}
-
-void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
-                                const float *restrict b_packed, float *restrict c,
-                                size_t c_stride, int accumulate) {
-    // a_packed is (kc, 14), b_packed is (kc, 32), c is (mr, nr) with row stride c_stride
-    assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
-    if (nr <= 16) {   // a narrow last panel (N = 196: 4 columns): half the FMAs, same sums
-        narrow_half(mr, nr, kc, a_packed, b_packed, c, c_stride, accumulate);
-        return;
-    }
+// The tile's first `rows` rows and first `vectors` (1 or 2) vectors of 16 columns, `nr` of
+// them in C. Inlined with constant rows and vectors, so the loops unroll into straight code
+// with the accumulators in registers.
+static inline __attribute__((always_inline)) void tile(const int rows, const int vectors, int nr,
+                                                         int kc, const float *restrict a_packed,
+                                                         const float *restrict b_packed,
+                                                         float *restrict c, size_t c_stride,
+                                                         int accumulate) {
     __m512 acc[MR][2];
     #pragma GCC unroll 14
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_loadu_ps(b_packed), b1 = _mm512_loadu_ps(b_packed + 16);
+        __m512 b0 = _mm512_loadu_ps(b_packed);
+        __m512 b1 = vectors == 2 ? _mm512_loadu_ps(b_packed + 16) : b0;
         #pragma GCC unroll 14
-        for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < rows; i++) {
             __m512 a = _mm512_set1_ps(a_packed[i]);
             acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
+            if (vectors == 2) acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
         }
         a_packed += MR;
         b_packed += NR;
@@ -69,17 +45,34 @@ void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_
     __mmask16 cols0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
     __mmask16 cols1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
     #pragma GCC unroll 14
-    for (int i = 0; i < MR; i++) {
-        if (i >= mr) break;
+    for (int i = 0; i < rows; i++) {
         float *c_row = c + (size_t)i * c_stride;
         if (accumulate) acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(cols0, c_row), acc[i][0]);
         _mm512_mask_storeu_ps(c_row, cols0, acc[i][0]);
-        if (nr > 16) {   // (no pointer past the end of a narrow C)
+        if (vectors == 2) {   // (only then is there a column 16: no pointer past a narrow C)
             if (accumulate) {
                 acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(cols1, c_row + 16), acc[i][1]);
             }
             _mm512_mask_storeu_ps(c_row + 16, cols1, acc[i][1]);
         }
     }
+}
+
+void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
+                                const float *restrict b_packed, float *restrict c,
+                                size_t c_stride, int accumulate) {
+    // a_packed is (kc, 14), b_packed is (kc, 32), c is (mr, nr) with row stride c_stride
+    assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
+    const int v = nr > 16 ? 2 : 1;
+#define ROWS(r)                                                                              \
+    case r:                                                                                  \
+        if (v == 2) tile(r, 2, nr, kc, a_packed, b_packed, c, c_stride, accumulate);         \
+        else tile(r, 1, nr, kc, a_packed, b_packed, c, c_stride, accumulate);                \
+        break;
+    switch (mr) {
+        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7)
+        ROWS(8) ROWS(9) ROWS(10) ROWS(11) ROWS(12) ROWS(13) ROWS(14)
+    }
+#undef ROWS
 }
 #endif

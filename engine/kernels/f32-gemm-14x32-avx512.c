@@ -21,11 +21,26 @@ enum { MR = 14, NR = 32 };
 // The tile's first `rows` rows and first `vectors` (1 or 2) vectors of 16 columns, `nr` of
 // them in C. Inlined with constant rows and vectors, so the loops unroll into straight code
 // with the accumulators in registers.
+// A vector of row i's sums (columns `cols` of those at `column`), finished (kernels.h): bias,
+// residual, then ReLU as x < 0 ? 0 : x (a masked move, so NaN and -0 pass as they are).
+static inline __m512 finish_vector(const cnn_gemm_finish *f, int i, int column, __mmask16 cols,
+                                   __m512 v) {
+    const __m512 zero = _mm512_setzero_ps();
+    if (f->bias) v = _mm512_add_ps(v, _mm512_set1_ps(f->bias[i]));
+    if (f->residual) {
+        const float *r = f->residual + (size_t)i * f->ldr + column;
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(cols, r));
+    }
+    if (f->relu) v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
+    return v;
+}
+
 static inline __attribute__((always_inline)) void tile(const int rows, const int vectors, int nr,
                                                          int kc, const float *restrict a_packed,
                                                          const float *restrict b_packed,
                                                          float *restrict c, size_t c_stride,
-                                                         int accumulate) {
+                                                         int accumulate,
+                                                         const cnn_gemm_finish *finish) {
     __m512 acc[MR][2];
     #pragma GCC unroll 14
     for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -48,11 +63,13 @@ static inline __attribute__((always_inline)) void tile(const int rows, const int
     for (int i = 0; i < rows; i++) {
         float *c_row = c + (size_t)i * c_stride;
         if (accumulate) acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(cols0, c_row), acc[i][0]);
+        if (finish) acc[i][0] = finish_vector(finish, i, 0, cols0, acc[i][0]);
         _mm512_mask_storeu_ps(c_row, cols0, acc[i][0]);
         if (vectors == 2) {   // (only then is there a column 16: no pointer past a narrow C)
             if (accumulate) {
                 acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(cols1, c_row + 16), acc[i][1]);
             }
+            if (finish) acc[i][1] = finish_vector(finish, i, 16, cols1, acc[i][1]);
             _mm512_mask_storeu_ps(c_row + 16, cols1, acc[i][1]);
         }
     }
@@ -60,14 +77,15 @@ static inline __attribute__((always_inline)) void tile(const int rows, const int
 
 void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
                                 const float *restrict b_packed, float *restrict c,
-                                size_t c_stride, int accumulate) {
+                                size_t c_stride, int accumulate,
+                                const cnn_gemm_finish *finish) {
     // a_packed is (kc, 14), b_packed is (kc, 32), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     const int v = nr > 16 ? 2 : 1;
-#define ROWS(r)                                                                              \
-    case r:                                                                                  \
-        if (v == 2) tile(r, 2, nr, kc, a_packed, b_packed, c, c_stride, accumulate);         \
-        else tile(r, 1, nr, kc, a_packed, b_packed, c, c_stride, accumulate);                \
+#define ROWS(r)                                                                             \
+    case r:                                                                                 \
+        if (v == 2) tile(r, 2, nr, kc, a_packed, b_packed, c, c_stride, accumulate, finish); \
+        else tile(r, 1, nr, kc, a_packed, b_packed, c, c_stride, accumulate, finish);        \
         break;
     switch (mr) {
         ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7)

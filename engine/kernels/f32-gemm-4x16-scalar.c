@@ -12,7 +12,8 @@ enum { MR = 4, NR = 16 };
 
 void cnn_f32_gemm_4x16__scalar(int mr, int nr, int kc, const float *restrict a_packed,
                                const float *restrict b_packed, float *restrict c,
-                               size_t c_stride, int accumulate) {
+                               size_t c_stride, int accumulate,
+                               const cnn_gemm_finish *finish) {
     // a_packed is (kc, 4), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     float c0[NR] = {0}, c1[NR] = {0}, c2[NR] = {0}, c3[NR] = {0};
@@ -27,7 +28,7 @@ void cnn_f32_gemm_4x16__scalar(int mr, int nr, int kc, const float *restrict a_p
             c3[j] += a3 * b[j];
         }
     }
-    if (mr == MR && nr == NR) {
+    if (mr == MR && nr == NR && !finish) {
         float *restrict r0 = c, *restrict r1 = c + c_stride;
         float *restrict r2 = c + 2 * c_stride, *restrict r3 = c + 3 * c_stride;
         if (accumulate) {
@@ -41,9 +42,9 @@ void cnn_f32_gemm_4x16__scalar(int mr, int nr, int kc, const float *restrict a_p
         }
         return;
     }
-    float tile[MR][NR];   // partial tile: through the shared edge path
+    float tile[MR][NR];   // partial or finished tile: through the shared edge path
     for (int j = 0; j < NR; j++) {
         tile[0][j] = c0[j]; tile[1][j] = c1[j]; tile[2][j] = c2[j]; tile[3][j] = c3[j];
     }
-    cnn_gemm_store_edge(mr, nr, &tile[0][0], NR, c, c_stride, accumulate);
+    cnn_gemm_store_edge(mr, nr, &tile[0][0], NR, c, c_stride, accumulate, finish);
 }

@@ -12,9 +12,25 @@
 
 enum { MR = 6, NR = 16 };
 
+// Row i of a full tile (two vectors), finished (kernels.h): bias, residual, then ReLU as
+// x < 0 ? 0 : x (a blend, so NaN and -0 pass as they are).
+static inline void finish_row(const cnn_gemm_finish *f, int i, __m256 row[2]) {
+    const __m256 zero = _mm256_setzero_ps();
+    for (int v = 0; v < 2; v++) {
+        if (f->bias) row[v] = _mm256_add_ps(row[v], _mm256_broadcast_ss(f->bias + i));
+        if (f->residual) {
+            const float *r = f->residual + (size_t)i * f->ldr + 8 * v;
+            row[v] = _mm256_add_ps(row[v], _mm256_loadu_ps(r));
+        }
+        if (f->relu) {
+            row[v] = _mm256_blendv_ps(row[v], zero, _mm256_cmp_ps(row[v], zero, _CMP_LT_OQ));
+        }
+    }
+}
+
 void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
                              const float *restrict b_packed, float *restrict c, size_t c_stride,
-                             int accumulate) {
+                             int accumulate, const cnn_gemm_finish *finish) {
     // a_packed is (kc, 6), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     __m256 acc[MR][2];
@@ -39,6 +55,7 @@ void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_pac
                 acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(c_row), acc[i][0]);
                 acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(c_row + 8), acc[i][1]);
             }
+            if (finish) finish_row(finish, i, acc[i]);
             _mm256_storeu_ps(c_row, acc[i][0]);
             _mm256_storeu_ps(c_row + 8, acc[i][1]);
         }
@@ -50,6 +67,6 @@ void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_pac
         _mm256_storeu_ps(&tile[i][0], acc[i][0]);
         _mm256_storeu_ps(&tile[i][8], acc[i][1]);
     }
-    cnn_gemm_store_edge(mr, nr, &tile[0][0], NR, c, c_stride, accumulate);
+    cnn_gemm_store_edge(mr, nr, &tile[0][0], NR, c, c_stride, accumulate, finish);
 }
 #endif

@@ -14,7 +14,7 @@ enum { MR = 8, NR = 8 };
 
 void cnn_f32_gemm_8x8__neon(int mr, int nr, int kc, const float *restrict a_packed,
                             const float *restrict b_packed, float *restrict c, size_t c_stride,
-                            int accumulate) {
+                            int accumulate, const cnn_gemm_finish *finish) {
     // a_packed is (kc, 8), b_packed is (kc, 8), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     float32x4_t acc[MR][2];
@@ -31,7 +31,7 @@ void cnn_f32_gemm_8x8__neon(int mr, int nr, int kc, const float *restrict a_pack
         a_packed += MR;
         b_packed += NR;
     }
-    if (mr == MR && nr == NR) {
+    if (mr == MR && nr == NR && !finish) {
         #pragma GCC unroll 8
         for (int i = 0; i < MR; i++) {
             float *c_row = c + (size_t)i * c_stride;
@@ -44,12 +44,12 @@ void cnn_f32_gemm_8x8__neon(int mr, int nr, int kc, const float *restrict a_pack
         }
         return;
     }
-    float tile[MR][NR];   // partial tile: through the shared edge path
+    float tile[MR][NR];   // partial or finished tile: through the shared edge path
     #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) {
         vst1q_f32(&tile[i][0], acc[i][0]);
         vst1q_f32(&tile[i][4], acc[i][1]);
     }
-    cnn_gemm_store_edge(mr, nr, &tile[0][0], NR, c, c_stride, accumulate);
+    cnn_gemm_store_edge(mr, nr, &tile[0][0], NR, c, c_stride, accumulate, finish);
 }
 #endif

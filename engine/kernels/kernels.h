@@ -24,7 +24,18 @@ typedef enum {
     CNN_ISA_COUNT
 } cnn_isa_id;
 
-// C[mr,nr] = (accumulate ? C : 0) + A[mr,kc] @ B[kc,nr], from packed panels:
+// What a gemm kernel applies to its block of C when the block's sums are complete (the call for
+// the last slice of K), in this order: + bias[i] on row i, + residual[i*ldr + j], then ReLU as
+// relu_forward_ref (x < 0 ? 0 : x: NaN stays NaN, -0 stays -0). sgemm's epilogue (gemm.h),
+// done while the tile is still in registers instead of in another pass over C.
+typedef struct {
+    const float *bias;       // the block's mr entries, or NULL
+    const float *residual;   // the block's mr x nr block of the residual, or NULL
+    size_t ldr;              // the residual's row stride
+    int relu;
+} cnn_gemm_finish;
+
+// C[mr,nr] = finish((accumulate ? C : 0) + A[mr,kc] @ B[kc,nr]), from packed panels:
 //   a_packed is (kc, MR): a_packed[p*MR + i] = A[i][p]; rows mr <= i < MR hold zeros. (The
 //     MR elements a step broadcasts are contiguous: one pointer, no register spills, and one
 //     cache line per step. The AVX-512 kernel ran 166 -> 181 GFLOP/s in sgemm's loop nest
@@ -32,11 +43,13 @@ typedef enum {
 //   b_packed is (kc, NR): b_packed[p*NR + j] = B[p][j]; columns nr <= j < NR hold zeros.
 //   c is row-major with c_stride elements between rows; only its mr x nr block is read or
 //   written (partial tiles are the kernel's job, so callers never pad C).
+//   finish is NULL (nothing after the sum) or as above.
 // Preconditions: 1 <= mr <= MR, 1 <= nr <= NR, kc >= 1. Each C element is summed over p in
-// order (one fused or unfused multiply-add per p), then added to C once.
+// order (one fused or unfused multiply-add per p), then added to C once, then finished.
 typedef void (*cnn_f32_gemm_ukernel)(int mr, int nr, int kc, const float *restrict a_packed,
                                      const float *restrict b_packed, float *restrict c,
-                                     size_t c_stride, int accumulate);
+                                     size_t c_stride, int accumulate,
+                                     const cnn_gemm_finish *finish);
 
 // y[r] = sum_i w[r*w_stride + i] * x[i] for 0 <= r < rows: `rows` weight rows against one
 // input vector, each row read once, front to back. w is (rows, n) with row stride w_stride,
@@ -71,32 +84,43 @@ int cnn_kernels_force(cnn_isa_id isa);
 // unknown name or an ISA this CPU or build lacks.
 cnn_status cnn_kernels_parse_isa(const char *value, cnn_isa_id *isa);
 
+// Element (i, j) of a block whose sum is v, finished (see cnn_gemm_finish).
+static inline float cnn_gemm_finish_one(const cnn_gemm_finish *f, int i, int j, float v) {
+    if (f->bias) v += f->bias[i];
+    if (f->residual) v += f->residual[(size_t)i * f->ldr + j];
+    return f->relu && v < 0.0f ? 0.0f : v;
+}
+
 // The edge path shared by the gemm micro-kernels: a kernel that computed a partial tile into
 // a full (MR, NR) buffer `tile` (row stride tile_stride) writes its mr x nr corner into C.
 static inline void cnn_gemm_store_edge(int mr, int nr, const float *tile, int tile_stride,
-                                       float *c, size_t c_stride, int accumulate) {
+                                       float *c, size_t c_stride, int accumulate,
+                                       const cnn_gemm_finish *finish) {
     for (int i = 0; i < mr; i++) {
         float *c_row = c + (size_t)i * c_stride;
         const float *t_row = tile + (size_t)i * tile_stride;
-        for (int j = 0; j < nr; j++) c_row[j] = accumulate ? c_row[j] + t_row[j] : t_row[j];
+        for (int j = 0; j < nr; j++) {
+            float v = accumulate ? c_row[j] + t_row[j] : t_row[j];
+            c_row[j] = finish ? cnn_gemm_finish_one(finish, i, j, v) : v;
+        }
     }
 }
 
 // The micro-kernels (see the files of the same names).
 void cnn_f32_gemm_4x16__scalar(int mr, int nr, int kc, const float *restrict a_packed,
                                const float *restrict b_packed, float *restrict c,
-                               size_t c_stride, int accumulate);
+                               size_t c_stride, int accumulate, const cnn_gemm_finish *finish);
 void cnn_f32_gemv_4x16__scalar(int rows, int n, const float *restrict w, size_t w_stride,
                                const float *restrict x, float *restrict y);
 #if defined(__x86_64__)
 void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
                              const float *restrict b_packed, float *restrict c, size_t c_stride,
-                             int accumulate);
+                             int accumulate, const cnn_gemm_finish *finish);
 void cnn_f32_gemv_4x16__avx2(int rows, int n, const float *restrict w, size_t w_stride,
                              const float *restrict x, float *restrict y);
 void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
                                 const float *restrict b_packed, float *restrict c,
-                                size_t c_stride, int accumulate);
+                                size_t c_stride, int accumulate, const cnn_gemm_finish *finish);
 void cnn_f32_gemv_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,
                                const float *restrict x, float *restrict y);
 #endif
@@ -108,7 +132,7 @@ uint32_t cnn_crc32_blocks__pclmul(uint32_t state, const unsigned char *p, size_t
 #if defined(__aarch64__)
 void cnn_f32_gemm_8x8__neon(int mr, int nr, int kc, const float *restrict a_packed,
                             const float *restrict b_packed, float *restrict c, size_t c_stride,
-                            int accumulate);
+                            int accumulate, const cnn_gemm_finish *finish);
 void cnn_f32_gemv_4x16__neon(int rows, int n, const float *restrict w, size_t w_stride,
                              const float *restrict x, float *restrict y);
 #endif

@@ -60,9 +60,14 @@ static const float SENTINEL = -12345.5f;   // marks elements a kernel must not w
 
 // --- 1. the gemm micro-kernel on packed panels ----------------------------------------------
 
-// One call of kt->gemm on random packed panels; 1 if it agrees with a double-precision sum.
+// The finishes a kernel call is checked with (kernels.h): 0 none, 1 bias + ReLU, 2 bias +
+// residual + ReLU, 3 residual only.
+enum { FINISH_KINDS = 4 };
+
+// One call of kt->gemm on random packed panels; 1 if it agrees with a double-precision sum,
+// finished as `finish_kind` says.
 static int check_gemm_ukernel(const cnn_kernel_table *kt, int mr, int nr, int kc,
-                              int c_stride, int accumulate) {
+                              int c_stride, int accumulate, int finish_kind) {
     const int MR = kt->mr, NR = kt->nr;
     float *a = random_array((size_t)kc * MR, 1.0f), *b = random_array((size_t)kc * NR, 1.0f);
     // the packing contract: rows >= mr of a, columns >= nr of b are zero
@@ -72,6 +77,14 @@ static int check_gemm_ukernel(const cnn_kernel_table *kt, int mr, int nr, int kc
     }
     // C has MR + 1 rows of c_stride: the block, then rows and columns that must stay untouched
     size_t c_len = (size_t)(MR + 1) * c_stride;
+    // the finish: bias (mr entries, NULL past them), residual (the mr x nr block, row stride
+    // c_stride + 3)
+    float *bias = random_array((size_t)mr, 1.0f);
+    float *residual = random_array((size_t)mr * (c_stride + 3), 1.0f);
+    cnn_gemm_finish fin = {.bias = finish_kind == 1 || finish_kind == 2 ? bias : NULL,
+                           .residual = finish_kind >= 2 ? residual : NULL,
+                           .ldr = (size_t)c_stride + 3,
+                           .relu = finish_kind == 1 || finish_kind == 2};
     float *c = xmalloc(c_len * sizeof(float));
     double *want = xmalloc(c_len * sizeof(double));
     for (size_t e = 0; e < c_len; e++) {
@@ -82,23 +95,52 @@ static int check_gemm_ukernel(const cnn_kernel_table *kt, int mr, int nr, int kc
         if (!inside) continue;
         double sum = accumulate ? c[e] : 0.0;
         for (int p = 0; p < kc; p++) sum += (double)a[(size_t)p * MR + i] * b[(size_t)p * NR + j];
+        if (fin.bias) sum += fin.bias[i];
+        if (fin.residual) sum += fin.residual[(size_t)i * fin.ldr + j];
+        if (fin.relu && sum < 0.0) sum = 0.0;
         want[e] = sum;
     }
-    kt->gemm(mr, nr, kc, a, b, c, (size_t)c_stride, accumulate);
+    kt->gemm(mr, nr, kc, a, b, c, (size_t)c_stride, accumulate, finish_kind ? &fin : NULL);
     int ok = 1;
     for (size_t e = 0; e < c_len && ok; e++) {
         int i = (int)(e / c_stride), j = (int)(e % c_stride);
         int inside = i < mr && j < nr;
         if (inside ? !close_enough(c[e], want[e]) : c[e] != SENTINEL) {
             printf("FAIL [%s] gemm micro-kernel %dx%d: C[%d][%d] is %.9g, expected %.9g%s\n"
-                   "  mr=%d nr=%d kc=%d c_stride=%d accumulate=%d\n", isa_name, MR, NR, i, j,
-                   c[e], want[e], inside ? "" : " (outside the mr x nr block: must be untouched)",
-                   mr, nr, kc, c_stride, accumulate);
+                   "  mr=%d nr=%d kc=%d c_stride=%d accumulate=%d finish=%d\n", isa_name, MR, NR,
+                   i, j, c[e], want[e],
+                   inside ? "" : " (outside the mr x nr block: must be untouched)", mr, nr, kc,
+                   c_stride, accumulate, finish_kind);
             failures++;
             ok = 0;
         }
     }
-    free(a); free(b); free(c); free(want);
+    free(a); free(b); free(c); free(want); free(bias); free(residual);
+    return ok;
+}
+
+// The finish's ReLU is relu_forward_ref's: a NaN sum stays NaN (a max instruction could make
+// it 0, a silent wrong answer), a negative one becomes +0. Every row and column of a full tile.
+static int check_gemm_finish_nan(const cnn_kernel_table *kt) {
+    const int MR = kt->mr, NR = kt->nr;
+    float *a = xmalloc((size_t)MR * sizeof(float)), *b = xmalloc((size_t)NR * sizeof(float));
+    float *c = xmalloc((size_t)MR * NR * sizeof(float));
+    for (int i = 0; i < MR; i++) a[i] = 1.0f;
+    for (int j = 0; j < NR; j++) b[j] = j % 2 ? NAN : -1.0f;   // kc = 1: C[i][j] = b[j]
+    cnn_gemm_finish fin = {.relu = 1};
+    kt->gemm(MR, NR, 1, a, b, c, (size_t)NR, 0, &fin);
+    int ok = 1;
+    for (int e = 0; e < MR * NR && ok; e++) {
+        int j = e % NR;
+        int right = j % 2 ? isnan(c[e]) : c[e] == 0.0f && !signbit(c[e]);
+        if (!right) {
+            printf("FAIL [%s] gemm finish: ReLU of %s gave %g at C[%d][%d]\n", isa_name,
+                   j % 2 ? "NaN" : "-1", c[e], e / NR, j);
+            failures++;
+            ok = 0;
+        }
+    }
+    free(a); free(b); free(c);
     return ok;
 }
 
@@ -112,11 +154,14 @@ static void test_gemm_ukernel(const cnn_kernel_table *kt) {
             for (int k = 0; k < 5; k++) {
                 if (!full && k != (mr * 7 + nr) % 5) continue;
                 int stride = nr + rng_int(0, 5);
-                passed += check_gemm_ukernel(kt, mr, nr, kcs[k], stride, (mr + nr + k) % 2);
+                passed += check_gemm_ukernel(kt, mr, nr, kcs[k], stride, (mr + nr + k) % 2,
+                                             (mr * 3 + nr + k) % FINISH_KINDS);
                 cases++;
             }
         }
     }
+    passed += check_gemm_finish_nan(kt);
+    cases++;
     printf("[%s] gemm micro-kernel %dx%d: %d/%d tiles (every mr x nr) agree\n", isa_name,
            kt->mr, kt->nr, passed, cases);
 }

@@ -364,9 +364,20 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
             for (int q = q_lo; q < q_hi; q++) {
                 int nr = M - q * NR < NR ? M - q * NR : NR;
                 const float *at_panel = pa->data + (size_t)p0 * M_pad + (size_t)q * kc * NR;
+                // The panel this thread needs next (the following one, or its first of the next
+                // slice), asked for a piece before each kernel call.
+                int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
+                const char *next = (const char *)(q + 1 < q_hi ? at_panel + (size_t)kc * NR
+                                   : next_kc > 0 ? pa->data + (size_t)(p0 + kc) * M_pad +
+                                                   (size_t)q_lo * next_kc * NR
+                                   : NULL);
+                size_t next_lines = next ? (size_t)(q + 1 < q_hi ? kc : next_kc) * NR / 16 : 0;
+                size_t per_call = (next_lines + slivers - 1) / slivers;
                 for (int s = 0; s < slivers; s++) {
                     int mr = N - s * MR < MR ? N - s * MR : MR;
                     const float *bt_sliver = bt + N_pad * p0 + (size_t)s * kc * MR;
+                    for (size_t l = s * per_call; l < (s + 1) * per_call && l < next_lines; l++)
+                        __builtin_prefetch(next + l * 64, 0, 2);
                     kt->gemm(mr, nr, kc, bt_sliver, at_panel, ct + (size_t)s * MR * M_pad + q * NR,
                              M_pad, p0 > 0, NULL);
                 }

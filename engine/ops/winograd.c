@@ -272,13 +272,44 @@ static inline float finish(float v, const float *residual, size_t at, int relu) 
     return relu && v < 0.0f ? 0.0f : v;
 }
 
+// The epilogue on a run of n outputs that are contiguous in out (and in residual), from v.
+static void finish_run(float *restrict dst, float *restrict v, int n, const float *residual,
+                       int relu) {
+    if (residual) {
+        for (int e = 0; e < n; e++) v[e] += residual[e];
+    }
+    if (relu) {
+        for (int e = 0; e < n; e++) v[e] = v[e] < 0.0f ? 0.0f : v[e];
+    }
+    memcpy(dst, v, (size_t)n * sizeof(float));
+}
+
 // Writes y[a*4 + b][l] (output pixel (a, b) of tile t0 + l, channel k) into out, clipped to
 // the output at the right and bottom edges, through the epilogue; lanes past t_end are dropped.
+// Neighbouring tiles of one row of tiles, all of whose outputs exist, go together a row of
+// pixels at a time: their 4 x run outputs are contiguous in out, so the epilogue and the store
+// are loops over a contiguous run (vectorised) instead of one scalar store per pixel.
 static void scatter_tiles(float *out, const float y[TILE * TILE][LANES], int k, long t0,
                           long t_end, const float *residual, int relu, const conv_geom *g) {
     tile_pos p = tile_at(t0, g);
-    for (int l = 0; l < LANES && t0 + l < t_end; l++, step(&p, g)) {
+    for (int l = 0; l < LANES && t0 + l < t_end;) {
         size_t at = (((size_t)p.n * g->K + k) * g->OH + p.y) * g->OW + p.x;
+        if (p.y + TILE <= g->OH && p.x + TILE <= g->OW) {   // whole tiles: how many in a row
+            int run = 1;
+            while (l + run < LANES && t0 + l + run < t_end && p.x + (run + 1) * TILE <= g->OW)
+                run++;
+            for (int a = 0; a < TILE; a++) {
+                float v[TILE * LANES];   // output row a of the run's tiles, left to right
+                for (int r = 0; r < run; r++) {
+                    for (int b = 0; b < TILE; b++) v[r * TILE + b] = y[a * TILE + b][l + r];
+                }
+                size_t o = at + (size_t)a * g->OW;
+                finish_run(out + o, v, run * TILE, residual ? residual + o : NULL, relu);
+            }
+            for (int r = 0; r < run; r++) step(&p, g);
+            l += run;
+            continue;
+        }
         int rows = g->OH - p.y < TILE ? g->OH - p.y : TILE;   // clipped at the edges
         int cols = g->OW - p.x < TILE ? g->OW - p.x : TILE;
         for (int a = 0; a < rows; a++) {
@@ -287,6 +318,8 @@ static void scatter_tiles(float *out, const float y[TILE * TILE][LANES], int k, 
                 out[o] = finish(y[a * TILE + b][l], residual, o, relu);
             }
         }
+        step(&p, g);
+        l++;
     }
 }
 

@@ -301,7 +301,9 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight,
         #pragma omp parallel for schedule(dynamic)
         for (int n = 0; n < N; n++) conv2d_gemm_image(&job, out, n);
     } else {
-        job.stored = im2col_stored(C, OH, OW, win);
+        // (The transposed product packs each row of B once, right after gathering it: storing
+        // the matrix first would only add a pass over it.)
+        job.stored = im2col_stored(C, OH, OW, win) && !(packed && packed->transposed);
         for (int n = 0; n < N; n++) conv2d_gemm_image(&job, out, n);
     }
 }

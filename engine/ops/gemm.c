@@ -290,23 +290,25 @@ static int sgemm_shared_b(const cnn_kernel_table *kt, int M, int N, int K, const
 // the same sum as in gemm_tile (the same products over p in the same slices, the multiply-adds
 // commute), so the result is bit-identical to the untransposed product.
 
-// The (kc, MR) slivers of B^T for rows [p0, p0+kc) of B: sliver s holds columns [s*MR, s*MR+MR)
-// (zeros past N), a_t[s*kc*MR + p*MR + i] = B[p0+p][s*MR + i]. `row` holds N floats.
-static void pack_bt(int N, int kc, int MR, const b_source *src, int p0, float *row,
-                    float *restrict a_t) {
+// Row p of B into B^T, whose slices (rows [p0, p0+kc) of B, kc = KC or what is left of K) are
+// stored one after another, slice p0 at bt + N_pad*p0, each as (kc, MR) slivers: sliver s holds
+// columns [s*MR, s*MR+MR) (zeros past N), bt[N_pad*p0 + s*kc*MR + (p-p0)*MR + i] =
+// B[p][s*MR + i]. `row` holds N floats.
+static void pack_bt_row(int N, int K, int KC, int MR, const b_source *src, int p, float *row,
+                        float *restrict bt) {
+    int p0 = p / KC * KC, kc = K - p0 < KC ? K - p0 : KC;
     int slivers = ceil_div(N, MR);
-    for (int p = 0; p < kc; p++) {
-        const float *b_row = src->row ? src->row(src->ctx, p0 + p, 0, N, row)
-                                      : src->data + (size_t)(p0 + p) * src->ld;
-        for (int s = 0; s < slivers; s++) {
-            float *dst = a_t + ((size_t)s * kc + p) * MR;
-            int n = N - s * MR < MR ? N - s * MR : MR;
-            if (n == MR) {
-                copy_row(dst, b_row + s * MR, MR);
-            } else {
-                for (int i = 0; i < n; i++) dst[i] = b_row[s * MR + i];
-                for (int i = n; i < MR; i++) dst[i] = 0.0f;
-            }
+    float *a_t = bt + (size_t)slivers * MR * p0;
+    const float *b_row = src->row ? src->row(src->ctx, p, 0, N, row)
+                                  : src->data + (size_t)p * src->ld;
+    for (int s = 0; s < slivers; s++) {
+        float *dst = a_t + ((size_t)s * kc + (p - p0)) * MR;
+        int n = N - s * MR < MR ? N - s * MR : MR;
+        if (n == MR) {
+            copy_row(dst, b_row + s * MR, MR);
+        } else {
+            for (int i = 0; i < n; i++) dst[i] = b_row[s * MR + i];
+            for (int i = n; i < MR; i++) dst[i] = 0.0f;
         }
     }
 }
@@ -326,14 +328,14 @@ static void store_transposed(const sgemm_epilogue *ep, const float *ct, size_t l
 }
 
 // C = A @ B (accumulate 0) with A packed transposed (pa->transposed), as C^T = B^T A^T, for
-// N <= SGEMM_NARROW_N_MAX. B^T is packed whole first (the threads take slices of it), then each
+// N <= SGEMM_NARROW_N_MAX. B^T is packed whole first (the threads share its rows), then each
 // thread takes a run of the panels of A^T (columns of C^T, rows of C). Returns 0, having done
 // nothing, if its buffer cannot be allocated.
 static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
                             const sgemm_packed_a *pa, const b_source *B, float *C, int ldc,
                             const sgemm_epilogue *ep) {
     const int MR = kt->mr, NR = kt->nr;
-    const int slivers = ceil_div(N, MR), panels = ceil_div(M, NR), slices = ceil_div(K, kt->kc);
+    const int slivers = ceil_div(N, MR), panels = ceil_div(M, NR);
     const size_t N_pad = (size_t)slivers * MR, M_pad = (size_t)panels * NR;
     // B^T, slice after slice (slice p0 at N_pad * p0), then C^T (N_pad x M_pad)
     size_t bt_floats = N_pad * (size_t)K, ct_floats = N_pad * M_pad;
@@ -343,11 +345,9 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
     #pragma omp parallel if (panels > 1 && 2.0 * M * N * K > 2e6)
     {
         float row[SGEMM_NARROW_N_MAX];   // a row of B, from B's row function
-        #pragma omp for schedule(static)
-        for (int t = 0; t < slices; t++) {
-            int p0 = t * kt->kc, kc = K - p0 < kt->kc ? K - p0 : kt->kc;
-            pack_bt(N, kc, MR, B, p0, row, bt + N_pad * p0);
-        }   // (the implicit barrier: B^T is whole before anyone reads it)
+        #pragma omp for schedule(static)   // (rows, not slices: 9 slices would split 5 to 4)
+        for (int p = 0; p < K; p++) pack_bt_row(N, K, kt->kc, MR, B, p, row, bt);
+        // (the implicit barrier: B^T is whole before anyone reads it)
         // Each thread a run of panels; for each slice, each of the thread's panels of A^T
         // against every sliver of B^T (from L2). A panel is a conv's weights, on 7x7 maps read
         // from memory for little work: used by all slivers while it is in L1, its stream

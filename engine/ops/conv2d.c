@@ -153,6 +153,10 @@ static const float *im2col_row(const void *ctx, int p, int j0, int n, float *row
             for (int x = ox; x < lo; x++) dst[x] = 0.0f;
             if (sw == 1) {
                 for (int x = lo; x < hi; x++) dst[x] = src[x];
+            } else if (sw == 2) {   // constant strides: vectorised (loads and shuffles)
+                for (int x = lo; x < hi; x++) dst[x] = src[(size_t)x * 2];
+            } else if (sw == 4) {
+                for (int x = lo; x < hi; x++) dst[x] = src[(size_t)x * 4];
             } else {
                 for (int x = lo; x < hi; x++) dst[x] = src[(size_t)x * sw];
             }

@@ -57,10 +57,11 @@
 // unless a block must be larger to keep the GEMMs efficient (>= MIN_BLOCK_TILES tiles).
 // The transforms work on LANES = 16 tiles at once, each tile in one lane of a float[16], so
 // every step is a loop of 16 independent operations that gcc -O2 vectorises; each
-// transformed value goes to V or comes from M as a contiguous run of 16 floats. Patches are
-// gathered and results stored tile by tile: without bounds checks for a tile whose patch lies
-// inside the image and whose outputs all exist, clipped otherwise (image edges, padding,
-// partial tiles).
+// transformed value goes to V or comes from M as a contiguous run of 16 floats. Neighbouring
+// tiles of one row of tiles whose patches lie inside the image are read straight from the image
+// rows (the input's row pass, d B, comes first for that), and those whose outputs all exist are
+// written back a row of pixels at a time; a tile at an edge (padding, partial tiles) goes
+// through a zero-padded patch or is clipped pixel by pixel.
 //
 // Threads: each step is parallel over independent pieces (input transform over (channel,
 // group of 16 tiles), the 36 GEMMs over xi, output transform over (output channel, group)), and
@@ -202,31 +203,64 @@ static void step(tile_pos *p, const conv_geom *g) {
     p->n++;
 }
 
-// d[i*6 + j][l] = input pixel (i, j) of the patch of tile `t0 + l` in channel c, 0 outside
-// the image; lanes past t_end (the end of the block) are zero.
-static void gather_patches(float d[POSITIONS][LANES], const float *inp, int c, long t0,
-                           long t_end, const conv_geom *g) {
+// The row pass of the input transform for n lanes: row i of each lane's patch, x_j =
+// x[l*lane_stride + j] for lane l (j = 0..5), becomes t[k*LANES + l] = (B^T x)_k, k = 0..5 (the
+// row times B). Inlined with lane_stride = TILE for neighbouring tiles straight from the
+// image, whose patches overlap: gcc then vectorises the strided loads with shuffles.
+static inline void input_row_1d(float *restrict t, const float *restrict x, int lane_stride,
+                                int n) {
+    for (int l = 0; l < n; l++) {
+        const float *r = x + (size_t)l * lane_stride;
+        float x0 = r[0], x1 = r[1], x2 = r[2], x3 = r[3], x4 = r[4], x5 = r[5];
+        t[0 * LANES + l] = 4 * x0 - 5 * x2 + x4;
+        t[1 * LANES + l] = (x3 + x4) - 4 * (x1 + x2);
+        t[2 * LANES + l] = (x4 - x3) + 4 * (x1 - x2);
+        t[3 * LANES + l] = (x4 - x2) + 2 * (x3 - x1);
+        t[4 * LANES + l] = (x4 - x2) - 2 * (x3 - x1);
+        t[5 * LANES + l] = 4 * x1 - 5 * x3 + x5;
+    }
+}
+
+// t[i][k][l] = (d B)[i][k] for the patch d of tile t0 + l in channel c (0 outside the image);
+// lanes past t_end (the end of the block) are zero. Neighbouring tiles of one row of tiles
+// whose patches lie inside the image go together, straight from the image rows; a tile at an
+// edge is first copied into a zero-padded patch.
+static void row_transform_patches(float t[PATCH][PATCH][LANES], const float *inp, int c,
+                                  long t0, long t_end, const conv_geom *g) {
     tile_pos p = tile_at(t0, g);
-    for (int l = 0; l < LANES; l++, step(&p, g)) {
-        int y0 = p.y - g->pad_h, x0 = p.x - g->pad_w;   // the patch's top-left input pixel
-        const float *plane = inp + ((size_t)p.n * g->C + c) * g->H * g->W;
-        if (t0 + l < t_end && y0 >= 0 && y0 + PATCH <= g->H && x0 >= 0 && x0 + PATCH <= g->W) {
-            const float *src = plane + (size_t)y0 * g->W + x0;   // inside: no checks
+    for (int l = 0; l < LANES;) {
+        if (t0 + l >= t_end) {   // past the block: zeros
             for (int i = 0; i < PATCH; i++) {
-                for (int j = 0; j < PATCH; j++) d[i * PATCH + j][l] = src[(size_t)i * g->W + j];
+                for (int k = 0; k < PATCH; k++) t[i][k][l] = 0.0f;
             }
+            l++;
             continue;
         }
-        // At an edge (or past the block): zeros, then the rows and columns inside the image.
-        for (int e = 0; e < POSITIONS; e++) d[e][l] = 0.0f;
-        if (t0 + l >= t_end) continue;
+        int y0 = p.y - g->pad_h, x0 = p.x - g->pad_w;   // the patch's top-left input pixel
+        const float *plane = inp + ((size_t)p.n * g->C + c) * g->H * g->W;
+        if (y0 >= 0 && y0 + PATCH <= g->H && x0 >= 0 && x0 + PATCH <= g->W) {
+            int run = 1;   // tiles to the right in the same row whose patches are inside too
+            while (l + run < LANES && t0 + l + run < t_end &&
+                   p.x + run * TILE < g->OW && x0 + run * TILE + PATCH <= g->W)
+                run++;
+            for (int i = 0; i < PATCH; i++) {
+                const float *src = plane + (size_t)(y0 + i) * g->W + x0;
+                input_row_1d(&t[i][0][l], src, TILE, run);
+            }
+            for (int r = 0; r < run; r++) step(&p, g);
+            l += run;
+            continue;
+        }
+        // At an edge: the rows and columns inside the image, zeros elsewhere.
+        float d[PATCH][PATCH] = {{0}};
         int i_lo = y0 < 0 ? -y0 : 0, i_hi = g->H - y0 < PATCH ? g->H - y0 : PATCH;
         int j_lo = x0 < 0 ? -x0 : 0, j_hi = g->W - x0 < PATCH ? g->W - x0 : PATCH;
         for (int i = i_lo; i < i_hi; i++) {
-            for (int j = j_lo; j < j_hi; j++) {
-                d[i * PATCH + j][l] = plane[(size_t)(y0 + i) * g->W + x0 + j];
-            }
+            for (int j = j_lo; j < j_hi; j++) d[i][j] = plane[(size_t)(y0 + i) * g->W + x0 + j];
         }
+        for (int i = 0; i < PATCH; i++) input_row_1d(&t[i][0][l], d[i], 0, 1);
+        step(&p, g);
+        l++;
     }
 }
 
@@ -238,14 +272,13 @@ static void input_transform(float *V, const float *inp, long t0, int T, int Tp,
     #pragma omp parallel for schedule(static)
     for (int task = 0; task < g->C * groups; task++) {
         int c = task / groups, lane0 = task % groups * LANES;
-        _Alignas(64) float d[POSITIONS][LANES], bd[POSITIONS][LANES];
-        gather_patches(d, inp, c, t0 + lane0, t0 + T, g);
-        // columns: bd = B^T d (row i of bd from the 6 rows of d) ...
-        for (int j = 0; j < PATCH; j++) input_1d(&bd[j][0], PATCH * LANES, &d[j][0], PATCH * LANES);
-        // ... rows: V = bd B, row i of the result holds positions xi = 6i .. 6i+5
+        _Alignas(64) float t[PATCH][PATCH][LANES];
+        // rows: t = d B, straight from the image ...
+        row_transform_patches(t, inp, c, t0 + lane0, t0 + T, g);
+        // ... columns: V = B^T t, column k of the result holds positions xi = k, 6 + k, ...
         float *v = V + (size_t)c * Tp + lane0;
-        for (int i = 0; i < PATCH; i++) {
-            input_1d(v + (size_t)i * PATCH * vs, vs, &bd[i * PATCH][0], LANES);
+        for (int k = 0; k < PATCH; k++) {
+            input_1d(v + (size_t)k * vs, PATCH * vs, &t[0][k][0], PATCH * LANES);
         }
     }
 }

@@ -162,12 +162,16 @@ void winograd_transform_weights(float *U, const float *weight, int K, int C) {
 
 // ---- input: V = B^T d B --------------------------------------------------------------------
 
-// y_i = (B^T x)_i for 16 lanes: x_j is x[j*xs + l], y_i goes to y[i*ys + l]. With the strides
-// known after inlining, each line is a vector operation on 16 tiles.
-static inline void input_1d(float *restrict y, size_t ys, const float *restrict x, size_t xs) {
-    for (int l = 0; l < LANES; l++) {
-        float x0 = x[0 * xs + l], x1 = x[1 * xs + l], x2 = x[2 * xs + l];
-        float x3 = x[3 * xs + l], x4 = x[4 * xs + l], x5 = x[5 * xs + l];
+// y_i = (B^T x)_i for n lanes: x_j is x[j*xs + l*xl], y_i goes to y[i*ys + l]. Inlined with
+// constant strides, each line is a vector operation on the lanes: contiguous loads for xl = 1,
+// loads and shuffles for xl = TILE (neighbouring tiles' overlapping patches, straight from an
+// image row).
+static inline void input_1d(float *restrict y, size_t ys, const float *restrict x, size_t xs,
+                            size_t xl, int n) {
+    for (int l = 0; l < n; l++) {
+        const float *r = x + (size_t)l * xl;
+        float x0 = r[0 * xs], x1 = r[1 * xs], x2 = r[2 * xs];
+        float x3 = r[3 * xs], x4 = r[4 * xs], x5 = r[5 * xs];
         y[0 * ys + l] = 4 * x0 - 5 * x2 + x4;
         y[1 * ys + l] = (x3 + x4) - 4 * (x1 + x2);
         y[2 * ys + l] = (x4 - x3) + 4 * (x1 - x2);
@@ -203,24 +207,6 @@ static void step(tile_pos *p, const conv_geom *g) {
     p->n++;
 }
 
-// The row pass of the input transform for n lanes: row i of each lane's patch, x_j =
-// x[l*lane_stride + j] for lane l (j = 0..5), becomes t[k*LANES + l] = (B^T x)_k, k = 0..5 (the
-// row times B). Inlined with lane_stride = TILE for neighbouring tiles straight from the
-// image, whose patches overlap: gcc then vectorises the strided loads with shuffles.
-static inline void input_row_1d(float *restrict t, const float *restrict x, int lane_stride,
-                                int n) {
-    for (int l = 0; l < n; l++) {
-        const float *r = x + (size_t)l * lane_stride;
-        float x0 = r[0], x1 = r[1], x2 = r[2], x3 = r[3], x4 = r[4], x5 = r[5];
-        t[0 * LANES + l] = 4 * x0 - 5 * x2 + x4;
-        t[1 * LANES + l] = (x3 + x4) - 4 * (x1 + x2);
-        t[2 * LANES + l] = (x4 - x3) + 4 * (x1 - x2);
-        t[3 * LANES + l] = (x4 - x2) + 2 * (x3 - x1);
-        t[4 * LANES + l] = (x4 - x2) - 2 * (x3 - x1);
-        t[5 * LANES + l] = 4 * x1 - 5 * x3 + x5;
-    }
-}
-
 // t[i][k][l] = (d B)[i][k] for the patch d of tile t0 + l in channel c (0 outside the image);
 // lanes past t_end (the end of the block) are zero. Neighbouring tiles of one row of tiles
 // whose patches lie inside the image go together, straight from the image rows; a tile at an
@@ -245,7 +231,7 @@ static void row_transform_patches(float t[PATCH][PATCH][LANES], const float *inp
                 run++;
             for (int i = 0; i < PATCH; i++) {
                 const float *src = plane + (size_t)(y0 + i) * g->W + x0;
-                input_row_1d(&t[i][0][l], src, TILE, run);
+                input_1d(&t[i][0][l], LANES, src, 1, TILE, run);   // (d B)[i]
             }
             for (int r = 0; r < run; r++) step(&p, g);
             l += run;
@@ -258,7 +244,7 @@ static void row_transform_patches(float t[PATCH][PATCH][LANES], const float *inp
         for (int i = i_lo; i < i_hi; i++) {
             for (int j = j_lo; j < j_hi; j++) d[i][j] = plane[(size_t)(y0 + i) * g->W + x0 + j];
         }
-        for (int i = 0; i < PATCH; i++) input_row_1d(&t[i][0][l], d[i], 0, 1);
+        for (int i = 0; i < PATCH; i++) input_1d(&t[i][0][l], LANES, d[i], 1, 0, 1);
         step(&p, g);
         l++;
     }
@@ -278,23 +264,27 @@ static void input_transform(float *V, const float *inp, long t0, int T, int Tp,
         // ... columns: V = B^T t, column k of the result holds positions xi = k, 6 + k, ...
         float *v = V + (size_t)c * Tp + lane0;
         for (int k = 0; k < PATCH; k++) {
-            input_1d(v + (size_t)k * vs, PATCH * vs, &t[0][k][0], PATCH * LANES);
+            input_1d(v + (size_t)k * vs, PATCH * vs, &t[0][k][0], PATCH * LANES, 1, LANES);
         }
     }
 }
 
 // ---- output: Y = A^T M A -------------------------------------------------------------------
 
-// y_i = (A^T x)_i for 16 lanes, i = 0..3; strides as in input_1d.
-static inline void output_1d(float *restrict y, size_t ys, const float *restrict x, size_t xs) {
+// y_i = (A^T x)_i for 16 lanes, i = 0..3: x_j is x[j*xs + l], y_i goes to y[i*ys + l*yl].
+// yl = TILE interleaves the lanes' 4 outputs, as neighbouring tiles' pixels lie in an output
+// row (stores and shuffles).
+static inline void output_1d(float *restrict y, size_t ys, size_t yl, const float *restrict x,
+                             size_t xs) {
     for (int l = 0; l < LANES; l++) {
         float x0 = x[0 * xs + l], x5 = x[5 * xs + l];
         float a = x[1 * xs + l] + x[2 * xs + l], b = x[1 * xs + l] - x[2 * xs + l];
         float c = x[3 * xs + l] + x[4 * xs + l], e = x[3 * xs + l] - x[4 * xs + l];
-        y[0 * ys + l] = x0 + a + c;
-        y[1 * ys + l] = b + 2 * e;
-        y[2 * ys + l] = a + 4 * c;
-        y[3 * ys + l] = b + 8 * e + x5;
+        float *r = y + (size_t)l * yl;
+        r[0 * ys] = x0 + a + c;
+        r[1 * ys] = b + 2 * e;
+        r[2 * ys] = a + 4 * c;
+        r[3 * ys] = b + 8 * e + x5;
     }
 }
 
@@ -317,13 +307,14 @@ static void finish_run(float *restrict dst, float *restrict v, int n, const floa
     memcpy(dst, v, (size_t)n * sizeof(float));
 }
 
-// Writes y[a*4 + b][l] (output pixel (a, b) of tile t0 + l, channel k) into out, clipped to
+// Writes y[a][l*4 + b] (output pixel (a, b) of tile t0 + l, channel k) into out, clipped to
 // the output at the right and bottom edges, through the epilogue; lanes past t_end are dropped.
 // Neighbouring tiles of one row of tiles, all of whose outputs exist, go together a row of
-// pixels at a time: their 4 x run outputs are contiguous in out, so the epilogue and the store
-// are loops over a contiguous run (vectorised) instead of one scalar store per pixel.
-static void scatter_tiles(float *out, const float y[TILE * TILE][LANES], int k, long t0,
-                          long t_end, const float *residual, int relu, const conv_geom *g) {
+// pixels at a time: their 4 x run outputs are contiguous in y[a] and in out, so the epilogue
+// and the store are loops over a contiguous run (vectorised) instead of one store per pixel.
+// (y is overwritten.)
+static void scatter_tiles(float *out, float y[TILE][TILE * LANES], int k, long t0, long t_end,
+                          const float *residual, int relu, const conv_geom *g) {
     tile_pos p = tile_at(t0, g);
     for (int l = 0; l < LANES && t0 + l < t_end;) {
         size_t at = (((size_t)p.n * g->K + k) * g->OH + p.y) * g->OW + p.x;
@@ -332,12 +323,9 @@ static void scatter_tiles(float *out, const float y[TILE * TILE][LANES], int k, 
             while (l + run < LANES && t0 + l + run < t_end && p.x + (run + 1) * TILE <= g->OW)
                 run++;
             for (int a = 0; a < TILE; a++) {
-                float v[TILE * LANES];   // output row a of the run's tiles, left to right
-                for (int r = 0; r < run; r++) {
-                    for (int b = 0; b < TILE; b++) v[r * TILE + b] = y[a * TILE + b][l + r];
-                }
                 size_t o = at + (size_t)a * g->OW;
-                finish_run(out + o, v, run * TILE, residual ? residual + o : NULL, relu);
+                finish_run(out + o, &y[a][l * TILE], run * TILE, residual ? residual + o : NULL,
+                           relu);
             }
             for (int r = 0; r < run; r++) step(&p, g);
             l += run;
@@ -348,7 +336,7 @@ static void scatter_tiles(float *out, const float y[TILE * TILE][LANES], int k, 
         for (int a = 0; a < rows; a++) {
             for (int b = 0; b < cols; b++) {
                 size_t o = at + (size_t)a * g->OW + b;
-                out[o] = finish(y[a * TILE + b][l], residual, o, relu);
+                out[o] = finish(y[a][l * TILE + b], residual, o, relu);
             }
         }
         step(&p, g);
@@ -367,16 +355,18 @@ static void output_transform(float *out, const float *M, const float *bias,
     for (int task = 0; task < g->K * groups; task++) {
         int k = task / groups, lane0 = task % groups * LANES;
         const float *m = M + (size_t)k * Tp + lane0;
-        _Alignas(64) float am[TILE][PATCH][LANES], y[TILE * TILE][LANES];
+        _Alignas(64) float am[TILE][PATCH][LANES], y[TILE][TILE * LANES];
         // columns: am = A^T M (4 x 6), column j from positions xi = j, 6 + j, ..., 30 + j ...
-        for (int j = 0; j < PATCH; j++) output_1d(&am[0][j][0], PATCH * LANES, m + j * ms, PATCH * ms);
-        // ... rows: y = am A (4 x 4)
-        for (int a = 0; a < TILE; a++) output_1d(&y[a * TILE][0], LANES, &am[a][0][0], LANES);
-        float bk = bias ? bias[k] : 0.0f;
-        for (int e = 0; e < TILE * TILE; e++) {
-            for (int l = 0; l < LANES; l++) y[e][l] += bk;
+        for (int j = 0; j < PATCH; j++) {
+            output_1d(&am[0][j][0], PATCH * LANES, 1, m + j * ms, PATCH * ms);
         }
-        scatter_tiles(out, (const float(*)[LANES])y, k, t0 + lane0, t0 + T, residual, relu, g);
+        // ... rows: y = am A (4 x 4), row a of every lane's tile side by side
+        for (int a = 0; a < TILE; a++) output_1d(&y[a][0], 1, TILE, &am[a][0][0], LANES);
+        float bk = bias ? bias[k] : 0.0f;
+        for (int a = 0; a < TILE; a++) {
+            for (int e = 0; e < TILE * LANES; e++) y[a][e] += bk;
+        }
+        scatter_tiles(out, y, k, t0 + lane0, t0 + T, residual, relu, g);
     }
 }
 

@@ -58,6 +58,11 @@ typedef void (*cnn_f32_gemm_ukernel)(int mr, int nr, int kc, const float *restri
 enum { CNN_GEMV_ROWS = 4 };
 typedef void (*cnn_f32_gemv_ukernel)(int rows, int n, const float *restrict w, size_t w_stride,
                                      const float *restrict x, float *restrict y);
+// The same for two input vectors at once (x0 into y0, x1 into y1), each weight element read
+// once for both; y0 and y1 are exactly what two gemv calls give. For a batch: the weight block
+// is read from cache half as often.
+typedef void (*cnn_f32_gemv2_ukernel)(int rows, int n, const float *restrict w, size_t w_stride,
+                                      const float *x0, const float *x1, float *y0, float *y1);
 
 typedef struct {
     cnn_isa_id isa;
@@ -66,6 +71,7 @@ typedef struct {
     int mr, nr;                  // gemm register tile
     int kc;                      // slice of K per packed panel (sizes the L1/L2 working set)
     cnn_f32_gemv_ukernel gemv;
+    cnn_f32_gemv2_ukernel gemv2;   // or NULL: two gemv calls
 } cnn_kernel_table;
 
 // The kernels every sgemm / linear call uses: chosen once per process (the widest ISA this
@@ -123,6 +129,8 @@ void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_
                                 size_t c_stride, int accumulate, const cnn_gemm_finish *finish);
 void cnn_f32_gemv_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,
                                const float *restrict x, float *restrict y);
+void cnn_f32_gemv2_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,
+                                const float *x0, const float *x1, float *y0, float *y1);
 #endif
 #if defined(__x86_64__)
 // CRC-32 (IEEE) of n bytes, n >= 64 and a multiple of 16, from the running (not inverted)

@@ -4,10 +4,12 @@
 //
 // The fast path is a GEMV per input row: blocks of CNN_GEMV_ROWS weight rows (blocks split
 // across threads, contiguous per thread) each run against every input row of the batch with
-// the gemv micro-kernel of the kernel table (SIMD, engine/kernels/), so each weight row is
-// streamed from memory once whatever N is (weights dominate: a VGG classifier is 100M floats)
-// and stays in cache for the other rows of the batch. A row's dot product is summed the same
-// way in every block and on every thread, so the result does not depend on the thread count.
+// the gemv micro-kernel of the kernel table (SIMD, engine/kernels/), two input rows per call
+// where the table has gemv2, so each weight row is streamed from memory once whatever N is
+// (weights dominate: a VGG classifier is 100M floats) and read from cache once per pair of
+// the other rows of the batch. A row's dot product is summed the same way in every block, on
+// every thread and for any batch (gemv2 gives what gemv does), so the result depends on
+// neither the thread count nor the batch.
 #include "ops.h"
 #include "kernels/kernels.h"
 
@@ -35,11 +37,20 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
         int o0 = blk * CNN_GEMV_ROWS;
         int rows = OUT - o0 < CNN_GEMV_ROWS ? OUT - o0 : CNN_GEMV_ROWS;
         const float *w = weight + (size_t)o0 * IN;   // (rows, IN)
-        for (int n = 0; n < N; n++) {
-            float dots[CNN_GEMV_ROWS];
-            kt->gemv(rows, IN, w, (size_t)IN, inp + (size_t)n * IN, dots);
-            for (int r = 0; r < rows; r++) {
-                out[(size_t)n * OUT + o0 + r] = (bias ? bias[o0 + r] : 0.0f) + dots[r];
+        for (int n = 0; n < N; n += 2) {   // two input rows at a time when there are two
+            float dots[2][CNN_GEMV_ROWS];
+            const float *x = inp + (size_t)n * IN;
+            int pair = n + 1 < N;
+            if (pair && kt->gemv2) {
+                kt->gemv2(rows, IN, w, (size_t)IN, x, x + IN, dots[0], dots[1]);
+            } else {
+                kt->gemv(rows, IN, w, (size_t)IN, x, dots[0]);
+                if (pair) kt->gemv(rows, IN, w, (size_t)IN, x + IN, dots[1]);
+            }
+            for (int b = 0; b <= pair; b++) {
+                for (int r = 0; r < rows; r++) {
+                    out[(size_t)(n + b) * OUT + o0 + r] = (bias ? bias[o0 + r] : 0.0f) + dots[b][r];
+                }
             }
         }
     }

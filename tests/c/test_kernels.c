@@ -7,6 +7,7 @@
 //    several kc, accumulate on and off, a C stride wider than the tile; elements of C outside
 //    the mr x nr block must keep their sentinel values;
 // 2. the gemv micro-kernel alone: 1..4 rows, lengths 0..~300 and a long one, strided rows;
+//    gemv2 (where the table has it) bit-identical to two gemv calls;
 // 3. sgemm against sgemm_ref on seeded random shapes (M,N,K 1..~300, odd sizes, tails of every
 //    tile and slice, leading dimensions wider than the matrices, K = 0); padding untouched;
 //    and sgemm_low_memory (the path without a packing buffer) bit-identical to sgemm;
@@ -195,11 +196,28 @@ static void test_gemv_ukernel(const cnn_kernel_table *kt) {
                 ok = 0;
             }
         }
+        // gemv2: for x and a second vector, exactly what gemv gives for each (bit for bit:
+        // a batch's rows must not depend on their neighbours), rows beyond untouched
+        if (ok && kt->gemv2) {
+            float *x1 = random_array((size_t)n + 1, 1.0f);
+            float y1[CNN_GEMV_ROWS + 1], p0[CNN_GEMV_ROWS + 1], p1[CNN_GEMV_ROWS + 1];
+            for (int r = 0; r <= CNN_GEMV_ROWS; r++) y1[r] = p0[r] = p1[r] = SENTINEL;
+            kt->gemv(rows, n, w, (size_t)stride, x1, y1);
+            kt->gemv2(rows, n, w, (size_t)stride, x, x1, p0, p1);
+            if (memcmp(p0, y, sizeof y) != 0 || memcmp(p1, y1, sizeof y1) != 0) {
+                printf("FAIL [%s] gemv2 micro-kernel: not bit-identical to two gemv calls\n"
+                       "  rows=%d n=%d w_stride=%d\n", isa_name, rows, n, stride);
+                failures++;
+                ok = 0;
+            }
+            free(x1);
+        }
         passed += ok;
         cases++;
         free(w); free(x);
     }
-    printf("[%s] gemv micro-kernel: %d/%d cases agree\n", isa_name, passed, cases);
+    printf("[%s] gemv micro-kernel%s: %d/%d cases agree\n", isa_name,
+           kt->gemv2 ? " (and gemv2)" : "", passed, cases);
 }
 
 // --- 3. sgemm -------------------------------------------------------------------------------

@@ -35,6 +35,56 @@ static inline __m512 finish_vector(const cnn_gemm_finish *f, int i, int column, 
     return v;
 }
 
+// The 16 x 16 block r transposed in place (r[j] lane i = r[i] lane j before): pairs of rows
+// interleaved, then pairs of pairs, then the 128-bit quarters moved twice.
+static void transpose_16x16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 4; k++) {   // u[4k + m], quarter q: column 4q + m of rows 4k..4k+3
+        u[4 * k + 0] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+        u[4 * k + 1] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+        u[4 * k + 2] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+        u[4 * k + 3] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+    }
+    for (int m = 0; m < 4; m++) {
+        __m512 w0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
+        __m512 w1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
+        __m512 w2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
+        __m512 w3 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
+        r[m] = _mm512_shuffle_f32x4(w0, w2, 0x88);
+        r[4 + m] = _mm512_shuffle_f32x4(w0, w2, 0xDD);
+        r[8 + m] = _mm512_shuffle_f32x4(w1, w3, 0x88);
+        r[12 + m] = _mm512_shuffle_f32x4(w1, w3, 0xDD);
+    }
+}
+
+// A finished tile of a transposed product (kernels.h: finish->out): rows x nr sums in acc,
+// to out transposed, 16 columns of the tile at a time through a transpose in registers; each
+// column becomes a row of out (rows elements, one masked store) and is finished as one.
+static void store_transposed(int rows, int nr, __m512 acc[MR][2], const cnn_gemm_finish *f) {
+    const __m512 zero = _mm512_setzero_ps();
+    __mmask16 positions = (__mmask16)((1u << rows) - 1);
+    for (int v = 0; v * 16 < nr; v++) {
+        __m512 r[16];
+        for (int i = 0; i < 16; i++) r[i] = i < rows ? acc[i][v] : zero;
+        transpose_16x16(r);
+        for (int c = 0; c < 16 && v * 16 + c < nr; c++) {
+            int j = v * 16 + c;   // the tile's column: a row of out
+            __m512 x = r[c];
+            if (f->bias) x = _mm512_add_ps(x, _mm512_set1_ps(f->bias[j]));
+            if (f->residual) {
+                const float *res = f->residual + (size_t)j * f->ldr;
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(positions, res));
+            }
+            if (f->relu) x = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ), zero);
+            _mm512_mask_storeu_ps(f->out + (size_t)j * f->ld_out, positions, x);
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void tile(const int rows, const int vectors, int nr,
                                                          int kc, const float *restrict a_packed,
                                                          const float *restrict b_packed,
@@ -59,6 +109,19 @@ static inline __attribute__((always_inline)) void tile(const int rows, const int
     // Columns [0,16) and [16,32) of the tile that exist in C.
     __mmask16 cols0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
     __mmask16 cols1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    if (finish && finish->out) {   // a transposed product's finished tile: c is only read
+        #pragma GCC unroll 14
+        for (int i = 0; i < rows; i++) {
+            const float *c_row = c + (size_t)i * c_stride;
+            if (accumulate) {
+                acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(cols0, c_row), acc[i][0]);
+                if (vectors == 2)
+                    acc[i][1] = _mm512_add_ps(_mm512_maskz_loadu_ps(cols1, c_row + 16), acc[i][1]);
+            }
+        }
+        store_transposed(rows, nr, acc, finish);
+        return;
+    }
     #pragma GCC unroll 14
     for (int i = 0; i < rows; i++) {
         float *c_row = c + (size_t)i * c_stride;

@@ -42,7 +42,7 @@ void cnn_f32_gemm_4x16__scalar(int mr, int nr, int kc, const float *restrict a_p
         }
         return;
     }
-    float tile[MR][NR];   // partial or finished tile: through the shared edge path
+    float tile[MR][NR];   // partial, finished or transposed tile: the shared edge path
     for (int j = 0; j < NR; j++) {
         tile[0][j] = c0[j]; tile[1][j] = c1[j]; tile[2][j] = c2[j]; tile[3][j] = c3[j];
     }

@@ -47,7 +47,7 @@ void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_pac
         a_packed += MR;
         b_packed += NR;
     }
-    if (mr == MR && nr == NR) {
+    if (mr == MR && nr == NR && !(finish && finish->out)) {   // (a transposed tile: the edge path)
         #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {
             float *c_row = c + (size_t)i * c_stride;
@@ -61,7 +61,7 @@ void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_pac
         }
         return;
     }
-    float tile[MR][NR];   // partial tile: through the shared edge path
+    float tile[MR][NR];   // partial or transposed tile: through the shared edge path
     #pragma GCC unroll 6
     for (int i = 0; i < MR; i++) {
         _mm256_storeu_ps(&tile[i][0], acc[i][0]);

@@ -44,7 +44,7 @@ void cnn_f32_gemm_8x8__neon(int mr, int nr, int kc, const float *restrict a_pack
         }
         return;
     }
-    float tile[MR][NR];   // partial or finished tile: through the shared edge path
+    float tile[MR][NR];   // partial, finished or transposed tile: the shared edge path
     #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) {
         vst1q_f32(&tile[i][0], acc[i][0]);

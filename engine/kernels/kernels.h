@@ -28,11 +28,16 @@ typedef enum {
 // the last slice of K), in this order: + bias[i] on row i, + residual[i*ldr + j], then ReLU as
 // relu_forward_ref (x < 0 ? 0 : x: NaN stays NaN, -0 stays -0). sgemm's epilogue (gemm.h),
 // done while the tile is still in registers instead of in another pass over C.
+// With `out`, the block is a tile of a transposed product (C^T = B^T A^T, gemm.c) and goes,
+// finished, to the real output instead of to c: element (i, j) to out[j*ld_out + i], with
+// bias[j] and residual[j*ldr + i] (c is then only read, when accumulating).
 typedef struct {
-    const float *bias;       // the block's mr entries, or NULL
-    const float *residual;   // the block's mr x nr block of the residual, or NULL
+    const float *bias;       // the block's mr entries (nr with out), or NULL
+    const float *residual;   // the block's mr x nr block of the residual (nr x mr), or NULL
     size_t ldr;              // the residual's row stride
     int relu;
+    float *out;              // or NULL
+    size_t ld_out;
 } cnn_gemm_finish;
 
 // C[mr,nr] = finish((accumulate ? C : 0) + A[mr,kc] @ B[kc,nr]), from packed panels:
@@ -90,7 +95,8 @@ int cnn_kernels_force(cnn_isa_id isa);
 // unknown name or an ISA this CPU or build lacks.
 cnn_status cnn_kernels_parse_isa(const char *value, cnn_isa_id *isa);
 
-// Element (i, j) of a block whose sum is v, finished (see cnn_gemm_finish).
+// Element (i, j) of a block whose sum is v, finished (see cnn_gemm_finish; i and j are the
+// element's row and column in the output, so swapped for a transposed block).
 static inline float cnn_gemm_finish_one(const cnn_gemm_finish *f, int i, int j, float v) {
     if (f->bias) v += f->bias[i];
     if (f->residual) v += f->residual[(size_t)i * f->ldr + j];
@@ -98,7 +104,8 @@ static inline float cnn_gemm_finish_one(const cnn_gemm_finish *f, int i, int j, 
 }
 
 // The edge path shared by the gemm micro-kernels: a kernel that computed a partial tile into
-// a full (MR, NR) buffer `tile` (row stride tile_stride) writes its mr x nr corner into C.
+// a full (MR, NR) buffer `tile` (row stride tile_stride) writes its mr x nr corner into C, or
+// transposed into finish->out.
 static inline void cnn_gemm_store_edge(int mr, int nr, const float *tile, int tile_stride,
                                        float *c, size_t c_stride, int accumulate,
                                        const cnn_gemm_finish *finish) {
@@ -107,7 +114,13 @@ static inline void cnn_gemm_store_edge(int mr, int nr, const float *tile, int ti
         const float *t_row = tile + (size_t)i * tile_stride;
         for (int j = 0; j < nr; j++) {
             float v = accumulate ? c_row[j] + t_row[j] : t_row[j];
-            c_row[j] = finish ? cnn_gemm_finish_one(finish, i, j, v) : v;
+            if (!finish) {
+                c_row[j] = v;
+            } else if (finish->out) {
+                finish->out[(size_t)j * finish->ld_out + i] = cnn_gemm_finish_one(finish, j, i, v);
+            } else {
+                c_row[j] = cnn_gemm_finish_one(finish, i, j, v);
+            }
         }
     }
 }

@@ -154,27 +154,6 @@ static float *thread_buffer(int slot, size_t bytes) {
     return buffer[slot];
 }
 
-// The epilogue on the mr x n block of C at `c` whose sums are complete (bias: the block's
-// rows' entries, or NULL; residual: the same block of the residual, or NULL), a row at a time
-// while it is in L1, in the order of gemm.h. For the products whose kernels cannot finish
-// their tiles: the transposed one (its tiles are of C^T) and the empty sum.
-static void finish_block(const sgemm_epilogue *ep, int mr, int n, float *c, int ldc,
-                         const float *bias, const float *residual) {
-    for (int i = 0; i < mr; i++) {
-        float *row = c + (size_t)i * ldc;
-        if (bias) {
-            for (int j = 0; j < n; j++) row[j] += bias[i];
-        }
-        if (residual) {
-            const float *r = residual + (size_t)i * ep->ldr;
-            for (int j = 0; j < n; j++) row[j] += r[j];
-        }
-        if (ep->relu) {
-            for (int j = 0; j < n; j++) row[j] = row[j] < 0.0f ? 0.0f : row[j];
-        }
-    }
-}
-
 // The epilogue of the block of C at row `row` (of the whole product: the bias' index) and
 // column `col` of a matrix whose residual block starts at `residual` (row `res_row` of it), for
 // a kernel to apply (kernels.h). Only what a kernel call reads; NULL entries when ep has none.
@@ -186,6 +165,16 @@ static cnn_gemm_finish finish_of(const sgemm_epilogue *ep, int row, const float 
     f.residual = residual ? residual + (size_t)res_row * ep->ldr + col : NULL;
     f.ldr = (size_t)ep->ldr;
     f.relu = ep->relu;
+    return f;
+}
+
+// The finish of a tile of a transposed product, C^T = B^T A^T (kernels.h, cnn_gemm_finish's
+// out): the tile's element (i, j) is C's element (row0 + j, col0 + i), through the epilogue.
+static cnn_gemm_finish finish_transposed(const sgemm_epilogue *ep, float *C, int ldc, int row0,
+                                         int col0) {
+    cnn_gemm_finish f = finish_of(ep, row0, ep ? ep->residual : NULL, row0, col0);
+    f.out = C + (size_t)row0 * ldc + col0;
+    f.ld_out = (size_t)ldc;
     return f;
 }
 
@@ -285,10 +274,11 @@ static int sgemm_shared_b(const cnn_kernel_table *kt, int M, int N, int K, const
 // of B fit it badly (49 columns fill 2 panels of 32 to 77 %), while M (channels: 256, 512) is a
 // multiple of NR. Computing C^T = B^T A^T puts N on the MR-row side instead (49 positions fill
 // 4 slivers of 14 to 88 %, 196 fill 14 exactly): A comes pre-packed as B panels
-// (sgemm_pack_at_rows, at session creation), B's rows are cut into slivers of MR columns, C^T
-// goes to a buffer and is written back transposed, then the epilogue runs. Each element is
-// the same sum as in gemm_tile (the same products over p in the same slices, the multiply-adds
-// commute), so the result is bit-identical to the untransposed product.
+// (sgemm_pack_at_rows, at session creation), B's rows are cut into slivers of MR columns, and
+// the kernel, in the last slice of K, transposes its finished tile in registers into C (the
+// earlier slices' partial sums go to a buffer of C^T). Each element is the same sum as in
+// gemm_tile (the same products over p in the same slices, the multiply-adds commute), then the
+// same epilogue, so the result is bit-identical to the untransposed product.
 
 // Row p of B into B^T, whose slices (rows [p0, p0+kc) of B, kc = KC or what is left of K) are
 // stored one after another, slice p0 at bt + N_pad*p0, each as (kc, MR) slivers: sliver s holds
@@ -311,20 +301,6 @@ static void pack_bt_row(int N, int K, int KC, int MR, const b_source *src, int p
             for (int i = n; i < MR; i++) dst[i] = 0.0f;
         }
     }
-}
-
-// The block of C at rows [row0, row0+rows), columns [col0, col0+cols) from its transpose `ct`
-// (ct[j*ldct + i] = C[row0+i][col0+j]), then the epilogue on it.
-static void store_transposed(const sgemm_epilogue *ep, const float *ct, size_t ldct, int rows,
-                             int cols, float *C, int ldc, int row0, int col0) {
-    float *block = C + (size_t)row0 * ldc + col0;
-    for (int i = 0; i < rows; i++) {
-        float *c_row = block + (size_t)i * ldc;
-        for (int j = 0; j < cols; j++) c_row[j] = ct[(size_t)j * ldct + i];
-    }
-    if (ep)
-        finish_block(ep, rows, cols, block, ldc, ep->bias ? ep->bias + row0 : NULL,
-                     ep->residual ? ep->residual + (size_t)row0 * ep->ldr + col0 : NULL);
 }
 
 // C = A @ B (accumulate 0) with A packed transposed (pa->transposed), as C^T = B^T A^T, for
@@ -378,15 +354,12 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
                     const float *bt_sliver = bt + N_pad * p0 + (size_t)s * kc * MR;
                     for (size_t l = s * per_call; l < (s + 1) * per_call && l < next_lines; l++)
                         __builtin_prefetch(next + l * 64, 0, 2);
+                    // the last slice: the kernel writes the tile, finished, into C transposed
+                    cnn_gemm_finish fin = finish_transposed(ep, C, ldc, q * NR, s * MR);
                     kt->gemm(mr, nr, kc, bt_sliver, at_panel, ct + (size_t)s * MR * M_pad + q * NR,
-                             M_pad, p0 > 0, NULL);
+                             M_pad, p0 > 0, p0 + kc == K ? &fin : NULL);
                 }
             }
-        }
-        // The thread's rows of C, from the columns of C^T, then the epilogue on them.
-        for (int q = q_lo; q < q_hi; q++) {
-            int nr = M - q * NR < NR ? M - q * NR : NR;
-            store_transposed(ep, ct + q * NR, M_pad, nr, N, C, ldc, q * NR, 0);
         }
     }
     return 1;
@@ -394,9 +367,9 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
 
 // The same product with stack buffers only (no memory for sgemm_transposed's, or N too large
 // for them), one register tile at a time: for each sliver of positions and panel of rows, the
-// tile's sum over every slice (its slice of B^T packed again for each panel), then the tile
-// written back transposed and its epilogue. The same kernel calls on the same values, so the
-// same numbers, only slower.
+// tile's sum over every slice (its slice of B^T packed again for each panel), the last one
+// written, finished, into C. The same kernel calls on the same values, so the same numbers,
+// only slower.
 static void sgemm_transposed_small(const cnn_kernel_table *kt, int M, int N, int K,
                                    const sgemm_packed_a *pa, const b_source *B, float *C,
                                    int ldc, const sgemm_epilogue *ep) {
@@ -415,9 +388,9 @@ static void sgemm_transposed_small(const cnn_kernel_table *kt, int M, int N, int
                     for (int i = 0; i < MR; i++) bt[p * MR + i] = i < mr ? b_row[i] : 0.0f;
                 }
                 const float *at_panel = pa->data + (size_t)p0 * M_pad + (size_t)(q0 / NR) * kc * NR;
-                kt->gemm(mr, nr, kc, bt, at_panel, tile, NR, p0 > 0, NULL);
+                cnn_gemm_finish fin = finish_transposed(ep, C, ldc, q0, s0);
+                kt->gemm(mr, nr, kc, bt, at_panel, tile, NR, p0 > 0, p0 + kc == K ? &fin : NULL);
             }
-            store_transposed(ep, tile, NR, nr, mr, C, ldc, q0, s0);
         }
     }
 }
@@ -436,7 +409,13 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
         if (!accumulate) {
             for (int i = 0; i < M; i++) memset(&C[(size_t)i * ldc], 0, (size_t)N * sizeof(float));
         }
-        if (ep) finish_block(ep, M, N, C, ldc, ep->bias, ep->residual);
+        if (ep) {
+            cnn_gemm_finish fin = finish_of(ep, 0, ep->residual, 0, 0);
+            for (int i = 0; i < M; i++) {
+                float *c_row = C + (size_t)i * ldc;
+                for (int j = 0; j < N; j++) c_row[j] = cnn_gemm_finish_one(&fin, i, j, c_row[j]);
+            }
+        }
         return;
     }
     const cnn_kernel_table *kt = cnn_kernels();

@@ -90,11 +90,13 @@ static inline __attribute__((always_inline)) void tile(const int rows, const int
                                                          const float *restrict b_packed,
                                                          float *restrict c, size_t c_stride,
                                                          int accumulate,
-                                                         const cnn_gemm_finish *finish) {
+                                                         const cnn_gemm_finish *finish,
+                                                         const char *ahead, int ahead_lines) {
     __m512 acc[MR][2];
     #pragma GCC unroll 14
     for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int p = 0; p < kc; p++) {
+        if (p < ahead_lines) _mm_prefetch(ahead + (size_t)p * 64, _MM_HINT_T1);
         __m512 b0 = _mm512_loadu_ps(b_packed);
         __m512 b1 = vectors == 2 ? _mm512_loadu_ps(b_packed + 16) : b0;
         #pragma GCC unroll 14
@@ -141,19 +143,24 @@ static inline __attribute__((always_inline)) void tile(const int rows, const int
 void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
                                 const float *restrict b_packed, float *restrict c,
                                 size_t c_stride, int accumulate,
-                                const cnn_gemm_finish *finish) {
+                                const cnn_gemm_finish *finish, const void *ahead,
+                                int ahead_lines) {
     // a_packed is (kc, 14), b_packed is (kc, 32), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     const int v = nr > 16 ? 2 : 1;
-#define ROWS(r)                                                                             \
-    case r:                                                                                 \
-        if (v == 2) tile(r, 2, nr, kc, a_packed, b_packed, c, c_stride, accumulate, finish); \
-        else tile(r, 1, nr, kc, a_packed, b_packed, c, c_stride, accumulate, finish);        \
+    const int lines = ahead ? ahead_lines : 0;
+#define CALL_TILE(rows, vectors) \
+    tile(rows, vectors, nr, kc, a_packed, b_packed, c, c_stride, accumulate, finish, ahead, lines)
+#define ROWS(r)                                \
+    case r:                                    \
+        if (v == 2) CALL_TILE(r, 2);           \
+        else CALL_TILE(r, 1);                  \
         break;
     switch (mr) {
         ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7)
         ROWS(8) ROWS(9) ROWS(10) ROWS(11) ROWS(12) ROWS(13) ROWS(14)
     }
 #undef ROWS
+#undef CALL_TILE
 }
 #endif

@@ -13,7 +13,9 @@ enum { MR = 4, NR = 16 };
 void cnn_f32_gemm_4x16__scalar(int mr, int nr, int kc, const float *restrict a_packed,
                                const float *restrict b_packed, float *restrict c,
                                size_t c_stride, int accumulate,
-                               const cnn_gemm_finish *finish) {
+                               const cnn_gemm_finish *finish, const void *ahead,
+                               int ahead_lines) {
+    (void)ahead, (void)ahead_lines;   // (no prefetching: the portable reference)
     // a_packed is (kc, 4), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     float c0[NR] = {0}, c1[NR] = {0}, c2[NR] = {0}, c3[NR] = {0};

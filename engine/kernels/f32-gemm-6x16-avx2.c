@@ -30,7 +30,9 @@ static inline void finish_row(const cnn_gemm_finish *f, int i, __m256 row[2]) {
 
 void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
                              const float *restrict b_packed, float *restrict c, size_t c_stride,
-                             int accumulate, const cnn_gemm_finish *finish) {
+                             int accumulate, const cnn_gemm_finish *finish, const void *ahead,
+                             int ahead_lines) {
+    (void)ahead, (void)ahead_lines;   // (not used yet)
     // a_packed is (kc, 6), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     __m256 acc[MR][2];

@@ -14,7 +14,9 @@ enum { MR = 8, NR = 8 };
 
 void cnn_f32_gemm_8x8__neon(int mr, int nr, int kc, const float *restrict a_packed,
                             const float *restrict b_packed, float *restrict c, size_t c_stride,
-                            int accumulate, const cnn_gemm_finish *finish) {
+                            int accumulate, const cnn_gemm_finish *finish, const void *ahead,
+                            int ahead_lines) {
+    (void)ahead, (void)ahead_lines;   // (not used yet)
     // a_packed is (kc, 8), b_packed is (kc, 8), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     float32x4_t acc[MR][2];

@@ -49,12 +49,16 @@ typedef struct {
 //   c is row-major with c_stride elements between rows; only its mr x nr block is read or
 //   written (partial tiles are the kernel's job, so callers never pad C).
 //   finish is NULL (nothing after the sum) or as above.
+//   ahead, ahead_lines: cache lines (64 bytes each, from ahead) the caller needs next, which a
+//     kernel may ask for while it sums (one per step of p, so that their reads from memory
+//     overlap the FMAs instead of stalling a burst of prefetches); NULL, 0 for none.
 // Preconditions: 1 <= mr <= MR, 1 <= nr <= NR, kc >= 1. Each C element is summed over p in
 // order (one fused or unfused multiply-add per p), then added to C once, then finished.
 typedef void (*cnn_f32_gemm_ukernel)(int mr, int nr, int kc, const float *restrict a_packed,
                                      const float *restrict b_packed, float *restrict c,
                                      size_t c_stride, int accumulate,
-                                     const cnn_gemm_finish *finish);
+                                     const cnn_gemm_finish *finish, const void *ahead,
+                                     int ahead_lines);
 
 // y[r] = sum_i w[r*w_stride + i] * x[i] for 0 <= r < rows: `rows` weight rows against one
 // input vector, each row read once, front to back. w is (rows, n) with row stride w_stride,
@@ -128,18 +132,21 @@ static inline void cnn_gemm_store_edge(int mr, int nr, const float *tile, int ti
 // The micro-kernels (see the files of the same names).
 void cnn_f32_gemm_4x16__scalar(int mr, int nr, int kc, const float *restrict a_packed,
                                const float *restrict b_packed, float *restrict c,
-                               size_t c_stride, int accumulate, const cnn_gemm_finish *finish);
+                               size_t c_stride, int accumulate, const cnn_gemm_finish *finish,
+                               const void *ahead, int ahead_lines);
 void cnn_f32_gemv_4x16__scalar(int rows, int n, const float *restrict w, size_t w_stride,
                                const float *restrict x, float *restrict y);
 #if defined(__x86_64__)
 void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
                              const float *restrict b_packed, float *restrict c, size_t c_stride,
-                             int accumulate, const cnn_gemm_finish *finish);
+                             int accumulate, const cnn_gemm_finish *finish, const void *ahead,
+                             int ahead_lines);
 void cnn_f32_gemv_4x16__avx2(int rows, int n, const float *restrict w, size_t w_stride,
                              const float *restrict x, float *restrict y);
 void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
                                 const float *restrict b_packed, float *restrict c,
-                                size_t c_stride, int accumulate, const cnn_gemm_finish *finish);
+                                size_t c_stride, int accumulate, const cnn_gemm_finish *finish,
+                               const void *ahead, int ahead_lines);
 void cnn_f32_gemv_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,
                                const float *restrict x, float *restrict y);
 void cnn_f32_gemv2_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,
@@ -153,7 +160,8 @@ uint32_t cnn_crc32_blocks__pclmul(uint32_t state, const unsigned char *p, size_t
 #if defined(__aarch64__)
 void cnn_f32_gemm_8x8__neon(int mr, int nr, int kc, const float *restrict a_packed,
                             const float *restrict b_packed, float *restrict c, size_t c_stride,
-                            int accumulate, const cnn_gemm_finish *finish);
+                            int accumulate, const cnn_gemm_finish *finish, const void *ahead,
+                            int ahead_lines);
 void cnn_f32_gemv_4x16__neon(int rows, int n, const float *restrict w, size_t w_stride,
                              const float *restrict x, float *restrict y);
 #endif

@@ -206,13 +206,23 @@ static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const flo
                     int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
                     pack_a(mr, kc, MR, A + (size_t)i0 * lda + p0, lda, a_buf, next_kc);
                 }
+                // A pre-packed next sliver (weights, from memory) is asked for a piece per
+                // kernel call on this one.
+                const char *next = pa && i0 + MR < m ? (const char *)(a_sliver + (size_t)MR * kc)
+                                                     : NULL;
+                int next_lines = next ? MR * kc / 16 : 0;
+                int calls = ceil_div(nb, NR), per_call = ceil_div(next_lines, calls);
                 for (int j0 = 0; j0 < nb; j0 += NR) {
                     int nr = nb - j0 < NR ? nb - j0 : NR;
+                    int left = next_lines - j0 / NR * per_call;
+                    int ahead_lines = left < per_call ? left : per_call;
                     // the last slice: the kernel finishes the sums it completes
                     cnn_gemm_finish fin = finish_of(ep, i_tile + i0, residual, i0, jb + j0);
                     kt->gemm(mr, nr, kc, a_sliver, b_buf + (size_t)(j0 / NR) * kc * NR,
                              C + (size_t)i0 * ldc + jb + j0, (size_t)ldc, acc,
-                             ep && p0 + kc == K ? &fin : NULL);
+                             ep && p0 + kc == K ? &fin : NULL,
+                             ahead_lines > 0 ? next + (size_t)j0 / NR * per_call * 64 : NULL,
+                             ahead_lines > 0 ? ahead_lines : 0);
                 }
             }
         }
@@ -261,7 +271,7 @@ static int sgemm_shared_b(const cnn_kernel_table *kt, int M, int N, int K, const
                     cnn_gemm_finish fin = finish_of(ep, i0, ep ? ep->residual : NULL, i0, q * NR);
                     kt->gemm(mr, nr, kc, a_sliver, b_shared + (size_t)q * kc * NR,
                              C + (size_t)i0 * ldc + q * NR, (size_t)ldc, acc,
-                             ep && p0 + kc == K ? &fin : NULL);
+                             ep && p0 + kc == K ? &fin : NULL, NULL, 0);
                 }
             }   // (and here: nobody packs the next slice while the buffer is read)
         }
@@ -341,23 +351,25 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
                 int nr = M - q * NR < NR ? M - q * NR : NR;
                 const float *at_panel = pa->data + (size_t)p0 * M_pad + (size_t)q * kc * NR;
                 // The panel this thread needs next (the following one, or its first of the next
-                // slice), asked for a piece before each kernel call.
+                // slice), a piece asked for by each kernel call while it sums.
                 int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
                 const char *next = (const char *)(q + 1 < q_hi ? at_panel + (size_t)kc * NR
                                    : next_kc > 0 ? pa->data + (size_t)(p0 + kc) * M_pad +
                                                    (size_t)q_lo * next_kc * NR
                                    : NULL);
-                size_t next_lines = next ? (size_t)(q + 1 < q_hi ? kc : next_kc) * NR / 16 : 0;
-                size_t per_call = (next_lines + slivers - 1) / slivers;
+                int next_lines = next ? (q + 1 < q_hi ? kc : next_kc) * NR / 16 : 0;
+                int per_call = (next_lines + slivers - 1) / slivers;
                 for (int s = 0; s < slivers; s++) {
                     int mr = N - s * MR < MR ? N - s * MR : MR;
                     const float *bt_sliver = bt + N_pad * p0 + (size_t)s * kc * MR;
-                    for (size_t l = s * per_call; l < (s + 1) * per_call && l < next_lines; l++)
-                        __builtin_prefetch(next + l * 64, 0, 2);
+                    int left = next_lines - s * per_call;
+                    int ahead_lines = left < per_call ? left : per_call;
                     // the last slice: the kernel writes the tile, finished, into C transposed
                     cnn_gemm_finish fin = finish_transposed(ep, C, ldc, q * NR, s * MR);
                     kt->gemm(mr, nr, kc, bt_sliver, at_panel, ct + (size_t)s * MR * M_pad + q * NR,
-                             M_pad, p0 > 0, p0 + kc == K ? &fin : NULL);
+                             M_pad, p0 > 0, p0 + kc == K ? &fin : NULL,
+                             ahead_lines > 0 ? next + (size_t)s * per_call * 64 : NULL,
+                             ahead_lines > 0 ? ahead_lines : 0);
                 }
             }
         }
@@ -389,7 +401,8 @@ static void sgemm_transposed_small(const cnn_kernel_table *kt, int M, int N, int
                 }
                 const float *at_panel = pa->data + (size_t)p0 * M_pad + (size_t)(q0 / NR) * kc * NR;
                 cnn_gemm_finish fin = finish_transposed(ep, C, ldc, q0, s0);
-                kt->gemm(mr, nr, kc, bt, at_panel, tile, NR, p0 > 0, p0 + kc == K ? &fin : NULL);
+                kt->gemm(mr, nr, kc, bt, at_panel, tile, NR, p0 > 0, p0 + kc == K ? &fin : NULL,
+                         NULL, 0);
             }
         }
     }

@@ -101,7 +101,8 @@ static int check_gemm_ukernel(const cnn_kernel_table *kt, int mr, int nr, int kc
         if (fin.relu && sum < 0.0) sum = 0.0;
         want[e] = sum;
     }
-    kt->gemm(mr, nr, kc, a, b, c, (size_t)c_stride, accumulate, finish_kind ? &fin : NULL);
+    kt->gemm(mr, nr, kc, a, b, c, (size_t)c_stride, accumulate, finish_kind ? &fin : NULL,
+             b, kc % 3);   // (a prefetch hint: must not change anything)
     int ok = 1;
     for (size_t e = 0; e < c_len && ok; e++) {
         int i = (int)(e / c_stride), j = (int)(e % c_stride);
@@ -129,7 +130,7 @@ static int check_gemm_finish_nan(const cnn_kernel_table *kt) {
     for (int i = 0; i < MR; i++) a[i] = 1.0f;
     for (int j = 0; j < NR; j++) b[j] = j % 2 ? NAN : -1.0f;   // kc = 1: C[i][j] = b[j]
     cnn_gemm_finish fin = {.relu = 1};
-    kt->gemm(MR, NR, 1, a, b, c, (size_t)NR, 0, &fin);
+    kt->gemm(MR, NR, 1, a, b, c, (size_t)NR, 0, &fin, NULL, 0);
     int ok = 1;
     for (int e = 0; e < MR * NR && ok; e++) {
         int j = e % NR;

@@ -11,6 +11,9 @@
 // the transposed product, has 2 and 7) and, when it has at most 16 columns, only the first
 // vector of each row; the last vector's columns through masked loads and stores. Each sum is
 // the one the full tile makes.
+// In the last slice of K the tile is finished in registers (bias, residual, ReLU) before its
+// one store, and a transposed product's tile is transposed in registers on its way to C. The
+// caller's prefetch hint costs one prefetch per step of p.
 #if defined(__x86_64__)
 #include <assert.h>
 #include <immintrin.h>
@@ -18,9 +21,6 @@
 
 enum { MR = 14, NR = 32 };
 
-// The tile's first `rows` rows and first `vectors` (1 or 2) vectors of 16 columns, `nr` of
-// them in C. Inlined with constant rows and vectors, so the loops unroll into straight code
-// with the accumulators in registers.
 // A vector of row i's sums (columns `cols` of those at `column`), finished (kernels.h): bias,
 // residual, then ReLU as x < 0 ? 0 : x (a masked move, so NaN and -0 pass as they are).
 static inline __m512 finish_vector(const cnn_gemm_finish *f, int i, int column, __mmask16 cols,
@@ -85,6 +85,9 @@ static void store_transposed(int rows, int nr, __m512 acc[MR][2], const cnn_gemm
     }
 }
 
+// The tile's first `rows` rows and first `vectors` (1 or 2) vectors of 16 columns, `nr` of
+// them in C. Inlined with constant rows and vectors, so the loops unroll into straight code
+// with the accumulators in registers.
 static inline __attribute__((always_inline)) void tile(const int rows, const int vectors, int nr,
                                                          int kc, const float *restrict a_packed,
                                                          const float *restrict b_packed,

@@ -146,7 +146,7 @@ void cnn_f32_gemv_4x16__avx2(int rows, int n, const float *restrict w, size_t w_
 void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
                                 const float *restrict b_packed, float *restrict c,
                                 size_t c_stride, int accumulate, const cnn_gemm_finish *finish,
-                               const void *ahead, int ahead_lines);
+                                const void *ahead, int ahead_lines);
 void cnn_f32_gemv_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,
                                const float *restrict x, float *restrict y);
 void cnn_f32_gemv2_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,

@@ -178,6 +178,16 @@ static cnn_gemm_finish finish_transposed(const sgemm_epilogue *ep, float *C, int
     return f;
 }
 
+// The piece of the `lines` cache lines at `next` that kernel call `call` of `calls` asks for
+// (kernels.h's prefetch hint: what the caller needs after these calls, split evenly over
+// them). Sets *piece; returns its number of lines (0: none).
+static int ahead_piece(const char *next, int lines, int calls, int call, const void **piece) {
+    int per_call = ceil_div(lines, calls), left = lines - call * per_call;
+    int n = left < per_call ? left : per_call;
+    *piece = n > 0 ? next + (size_t)call * per_call * 64 : NULL;
+    return n > 0 ? n : 0;
+}
+
 // One tile of C (m x n), serially. a_buf holds MR*kc floats, b_buf b_panels panels of kc*NR.
 // Normally b_buf holds all of the tile's panels; with fewer (no memory for the large buffer)
 // the panels are packed a group at a time, the same kernel calls run on the same packed
@@ -211,18 +221,16 @@ static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const flo
                 const char *next = pa && i0 + MR < m ? (const char *)(a_sliver + (size_t)MR * kc)
                                                      : NULL;
                 int next_lines = next ? MR * kc / 16 : 0;
-                int calls = ceil_div(nb, NR), per_call = ceil_div(next_lines, calls);
                 for (int j0 = 0; j0 < nb; j0 += NR) {
                     int nr = nb - j0 < NR ? nb - j0 : NR;
-                    int left = next_lines - j0 / NR * per_call;
-                    int ahead_lines = left < per_call ? left : per_call;
+                    const void *ahead;
+                    int ahead_lines = ahead_piece(next, next_lines, ceil_div(nb, NR), j0 / NR,
+                                                  &ahead);
                     // the last slice: the kernel finishes the sums it completes
                     cnn_gemm_finish fin = finish_of(ep, i_tile + i0, residual, i0, jb + j0);
                     kt->gemm(mr, nr, kc, a_sliver, b_buf + (size_t)(j0 / NR) * kc * NR,
                              C + (size_t)i0 * ldc + jb + j0, (size_t)ldc, acc,
-                             ep && p0 + kc == K ? &fin : NULL,
-                             ahead_lines > 0 ? next + (size_t)j0 / NR * per_call * 64 : NULL,
-                             ahead_lines > 0 ? ahead_lines : 0);
+                             ep && p0 + kc == K ? &fin : NULL, ahead, ahead_lines);
                 }
             }
         }
@@ -358,18 +366,15 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
                                                    (size_t)q_lo * next_kc * NR
                                    : NULL);
                 int next_lines = next ? (q + 1 < q_hi ? kc : next_kc) * NR / 16 : 0;
-                int per_call = (next_lines + slivers - 1) / slivers;
                 for (int s = 0; s < slivers; s++) {
                     int mr = N - s * MR < MR ? N - s * MR : MR;
                     const float *bt_sliver = bt + N_pad * p0 + (size_t)s * kc * MR;
-                    int left = next_lines - s * per_call;
-                    int ahead_lines = left < per_call ? left : per_call;
+                    const void *ahead;
+                    int ahead_lines = ahead_piece(next, next_lines, slivers, s, &ahead);
                     // the last slice: the kernel writes the tile, finished, into C transposed
                     cnn_gemm_finish fin = finish_transposed(ep, C, ldc, q * NR, s * MR);
                     kt->gemm(mr, nr, kc, bt_sliver, at_panel, ct + (size_t)s * MR * M_pad + q * NR,
-                             M_pad, p0 > 0, p0 + kc == K ? &fin : NULL,
-                             ahead_lines > 0 ? next + (size_t)s * per_call * 64 : NULL,
-                             ahead_lines > 0 ? ahead_lines : 0);
+                             M_pad, p0 > 0, p0 + kc == K ? &fin : NULL, ahead, ahead_lines);
                 }
             }
         }

@@ -72,14 +72,8 @@ static void store_transposed(int rows, int nr, __m512 acc[MR][2], const cnn_gemm
         for (int i = 0; i < 16; i++) r[i] = i < rows ? acc[i][v] : zero;
         transpose_16x16(r);
         for (int c = 0; c < 16 && v * 16 + c < nr; c++) {
-            int j = v * 16 + c;   // the tile's column: a row of out
-            __m512 x = r[c];
-            if (f->bias) x = _mm512_add_ps(x, _mm512_set1_ps(f->bias[j]));
-            if (f->residual) {
-                const float *res = f->residual + (size_t)j * f->ldr;
-                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(positions, res));
-            }
-            if (f->relu) x = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ), zero);
+            int j = v * 16 + c;   // the tile's column: a row of out (bias[j], residual row j)
+            __m512 x = finish_vector(f, j, 0, positions, r[c]);
             _mm512_mask_storeu_ps(f->out + (size_t)j * f->ld_out, positions, x);
         }
     }
@@ -103,7 +97,7 @@ static inline __attribute__((always_inline)) void tile(const int rows, const int
         __m512 b0 = _mm512_loadu_ps(b_packed);
         __m512 b1 = vectors == 2 ? _mm512_loadu_ps(b_packed + 16) : b0;
         #pragma GCC unroll 14
-    for (int i = 0; i < rows; i++) {
+        for (int i = 0; i < rows; i++) {
             __m512 a = _mm512_set1_ps(a_packed[i]);
             acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
             if (vectors == 2) acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);

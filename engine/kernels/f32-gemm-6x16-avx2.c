@@ -12,20 +12,17 @@
 
 enum { MR = 6, NR = 16 };
 
-// Row i of a full tile (two vectors), finished (kernels.h): bias, residual, then ReLU as
-// x < 0 ? 0 : x (a blend, so NaN and -0 pass as they are).
-static inline void finish_row(const cnn_gemm_finish *f, int i, __m256 row[2]) {
+// Vector v (columns 8v..8v+7) of row i of a full tile, finished (kernels.h): bias, residual,
+// then ReLU as x < 0 ? 0 : x (a blend, so NaN and -0 pass as they are). By value: an
+// accumulator whose address is taken is kept in memory, stored at every step of the loop.
+static inline __m256 finish_vector(const cnn_gemm_finish *f, int i, int v, __m256 x) {
     const __m256 zero = _mm256_setzero_ps();
-    for (int v = 0; v < 2; v++) {
-        if (f->bias) row[v] = _mm256_add_ps(row[v], _mm256_broadcast_ss(f->bias + i));
-        if (f->residual) {
-            const float *r = f->residual + (size_t)i * f->ldr + 8 * v;
-            row[v] = _mm256_add_ps(row[v], _mm256_loadu_ps(r));
-        }
-        if (f->relu) {
-            row[v] = _mm256_blendv_ps(row[v], zero, _mm256_cmp_ps(row[v], zero, _CMP_LT_OQ));
-        }
+    if (f->bias) x = _mm256_add_ps(x, _mm256_broadcast_ss(f->bias + i));
+    if (f->residual) {
+        x = _mm256_add_ps(x, _mm256_loadu_ps(f->residual + (size_t)i * f->ldr + 8 * v));
     }
+    if (f->relu) x = _mm256_blendv_ps(x, zero, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+    return x;
 }
 
 void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
@@ -57,7 +54,10 @@ void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_pac
                 acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(c_row), acc[i][0]);
                 acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(c_row + 8), acc[i][1]);
             }
-            if (finish) finish_row(finish, i, acc[i]);
+            if (finish) {
+                acc[i][0] = finish_vector(finish, i, 0, acc[i][0]);
+                acc[i][1] = finish_vector(finish, i, 1, acc[i][1]);
+            }
             _mm256_storeu_ps(c_row, acc[i][0]);
             _mm256_storeu_ps(c_row + 8, acc[i][1]);
         }

@@ -140,7 +140,8 @@ static void im2col_row_shifted(const im2col_view *v, int c, int iy0, int ix0, in
     if (f_lo < -shift) f_lo = -shift;                         // inside the plane only
     if (f_hi > (long)v->H * W - shift) f_hi = (long)v->H * W - shift;
     for (long f = 0; f < f_lo; f++) row[f] = 0.0f;
-    if (f_hi > f_lo) memcpy(row + f_lo, plane + f_lo + shift, (size_t)(f_hi - f_lo) * sizeof(float));
+    if (f_hi > f_lo)
+        memcpy(row + f_lo, plane + f_lo + shift, (size_t)(f_hi - f_lo) * sizeof(float));
     for (long f = f_hi > f_lo ? f_hi : f_lo; f < P; f++) row[f] = 0.0f;
     for (int oy = oy_lo; oy < oy_hi; oy++) {   // the columns that read padding
         float *dst = row + (size_t)oy * W;

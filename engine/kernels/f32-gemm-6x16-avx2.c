@@ -4,7 +4,8 @@
 //
 // Registers: 12 accumulators (6 rows x 2 vectors of 8), 2 for the packed row of B and 1 for
 // the broadcast element of A: 15 of the 16 ymm registers. Per step of p: 2 loads of B,
-// 6 broadcasts of A, 12 FMAs.
+// 6 broadcasts of A, 12 FMAs. A full tile is finished (bias, residual, ReLU) in registers in
+// the last slice of K; partial and transposed tiles go through the shared edge path.
 #if defined(__x86_64__)
 #include <assert.h>
 #include <immintrin.h>
@@ -29,15 +30,15 @@ void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_pac
                              const float *restrict b_packed, float *restrict c, size_t c_stride,
                              int accumulate, const cnn_gemm_finish *finish, const void *ahead,
                              int ahead_lines) {
-    const char *next = ahead;
-    int lines = ahead ? ahead_lines : 0;
     // a_packed is (kc, 6), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
+    const char *next = ahead;   // the prefetch hint: a line per step of p
+    int lines = ahead ? ahead_lines : 0;
     __m256 acc[MR][2];
     #pragma GCC unroll 6
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (int p = 0; p < kc; p++) {
-        if (p < lines) _mm_prefetch(next + (size_t)p * 64, _MM_HINT_T1);   // (kernels.h)
+        if (p < lines) _mm_prefetch(next + (size_t)p * 64, _MM_HINT_T1);
         __m256 b0 = _mm256_loadu_ps(b_packed), b1 = _mm256_loadu_ps(b_packed + 8);
         #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {

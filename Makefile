@@ -119,20 +119,23 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libcnnscope.a $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcnnscope.a $(LDLIBS)
 
+# The builds inside test and demo use every core, unless make was started with -j already.
+SUBMAKE_JOBS = $(if $(findstring jobserver,$(MAKEFLAGS)),,-j$(shell nproc 2>/dev/null || echo 2))
+
 # The whole suite: C unit tests, then the end-to-end scripts (they need PyTorch for references).
 # Then, unless SANITIZE=1 asked for that run alone, the whole suite again on the
 # AddressSanitizer + UndefinedBehaviorSanitizer build (build-san/) in quick mode: smaller
 # inputs, the same kind of assertions (tests/run_all.sh).
 test: setup
-	$(MAKE) all
+	$(MAKE) $(SUBMAKE_JOBS) all
 	BUILD=$(BUILD) PYTHON=$(PYTHON) bash tests/run_all.sh
 ifneq ($(SANITIZE),1)
-	$(MAKE) SANITIZE=1 all
+	$(MAKE) $(SUBMAKE_JOBS) SANITIZE=1 all
 	BUILD=build-san PYTHON=$(PYTHON) bash tests/run_all.sh
 endif
 
 demo: setup
-	$(MAKE) all
+	$(MAKE) $(SUBMAKE_JOBS) all
 	BUILD=$(BUILD) PYTHON=$(PYTHON) bash scripts/demo.sh
 
 # Fuzzing (tests/fuzz/README.md): libFuzzer harnesses built with clang, ASan and UBSan, no

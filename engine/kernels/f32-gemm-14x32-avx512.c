@@ -21,6 +21,24 @@
 
 enum { MR = 14, NR = 32 };
 
+// Under AddressSanitizer, which instruments every load and store, `tile` stays one function
+// with plain loops: its 28 unrolled, instrumented copies took clang a minute to compile, and a
+// sanitized build is for checking accesses, not for speed. The sums are the same either way.
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#ifdef SANITIZED
+#define TILE_FUNCTION static __attribute__((noinline)) void
+#define UNROLL_ROWS
+#else
+#define TILE_FUNCTION static inline __attribute__((always_inline)) void
+#define UNROLL_ROWS _Pragma("GCC unroll 14")
+#endif
+
 // A vector of row i's sums (columns `cols` of those at `column`), finished (kernels.h): bias,
 // residual, then ReLU as x < 0 ? 0 : x (a masked move, so NaN and -0 pass as they are).
 static inline __m512 finish_vector(const cnn_gemm_finish *f, int i, int column, __mmask16 cols,
@@ -82,21 +100,18 @@ static void store_transposed(int rows, int nr, __m512 acc[MR][2], const cnn_gemm
 // The tile's first `rows` rows and first `vectors` (1 or 2) vectors of 16 columns, `nr` of
 // them in C. Inlined with constant rows and vectors, so the loops unroll into straight code
 // with the accumulators in registers.
-static inline __attribute__((always_inline)) void tile(const int rows, const int vectors, int nr,
-                                                         int kc, const float *restrict a_packed,
-                                                         const float *restrict b_packed,
-                                                         float *restrict c, size_t c_stride,
-                                                         int accumulate,
-                                                         const cnn_gemm_finish *finish,
-                                                         const char *ahead, int ahead_lines) {
+TILE_FUNCTION tile(const int rows, const int vectors, int nr, int kc,
+                  const float *restrict a_packed, const float *restrict b_packed,
+                  float *restrict c, size_t c_stride, int accumulate,
+                  const cnn_gemm_finish *finish, const char *ahead, int ahead_lines) {
     __m512 acc[MR][2];
-    #pragma GCC unroll 14
+    UNROLL_ROWS
     for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int p = 0; p < kc; p++) {
         if (p < ahead_lines) _mm_prefetch(ahead + (size_t)p * 64, _MM_HINT_T1);
         __m512 b0 = _mm512_loadu_ps(b_packed);
         __m512 b1 = vectors == 2 ? _mm512_loadu_ps(b_packed + 16) : b0;
-        #pragma GCC unroll 14
+        UNROLL_ROWS
         for (int i = 0; i < rows; i++) {
             __m512 a = _mm512_set1_ps(a_packed[i]);
             acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
@@ -109,7 +124,7 @@ static inline __attribute__((always_inline)) void tile(const int rows, const int
     __mmask16 cols0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
     __mmask16 cols1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
     if (finish && finish->out) {   // a transposed product's finished tile: c is only read
-        #pragma GCC unroll 14
+        UNROLL_ROWS
         for (int i = 0; i < rows; i++) {
             const float *c_row = c + (size_t)i * c_stride;
             if (accumulate) {
@@ -121,7 +136,7 @@ static inline __attribute__((always_inline)) void tile(const int rows, const int
         store_transposed(rows, nr, acc, finish);
         return;
     }
-    #pragma GCC unroll 14
+    UNROLL_ROWS
     for (int i = 0; i < rows; i++) {
         float *c_row = c + (size_t)i * c_stride;
         if (accumulate) acc[i][0] = _mm512_add_ps(_mm512_maskz_loadu_ps(cols0, c_row), acc[i][0]);

@@ -31,6 +31,7 @@ int cmd_classify(int argc, char **argv) {
     cnn_session *s = NULL;
     cnn_session_options opt = cnn_session_defaults();
     opt.threads = threads;
+    opt.copy_linear = 0;   // one run: a copy of the weights would not pay for itself
     cnn_image_limits limits = {0};   // 0: the process-wide limit (--max-pixels)
     int status = EXIT_ERROR;
     if (!input || !top) {

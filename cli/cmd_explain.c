@@ -346,6 +346,7 @@ int cmd_explain(int argc, char **argv) {
     opt.keep_all = 1;
     opt.threads = threads;
     opt.reference = reference;
+    opt.copy_linear = 0;   // a few runs, dominated by the backward pass (it reads the file's copy)
     raw = malloc(sizeof(float) * per_result * (size_t)in.n);
     target_index = malloc(sizeof(int) * (size_t)batch);
     classes = malloc(sizeof(int) * (size_t)batch);

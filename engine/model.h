@@ -77,4 +77,10 @@ struct cnn_model {
     char *warnings;        // cnn_model_warnings(): NULL or lines joined by '\n', owned
 };
 
+// Drops this process's mapping of the whole pages of [p, p + bytes) that lie inside the model's
+// file mapping (madvise MADV_DONTNEED): they still read as the file's bytes (faulted in again
+// from the page cache on access) but stop counting in the process's resident memory. For data
+// the caller has copied. Does nothing for a model loaded from memory (cnn_model_load_memory).
+void cnn_model_release_pages(const cnn_model *m, const void *p, size_t bytes);
+
 #endif

@@ -1477,6 +1477,16 @@ cnn_status cnn_model_load(const char *path, cnn_model **out) {
     return load_bytes(path, map, size, map, out);
 }
 
+void cnn_model_release_pages(const cnn_model *m, const void *p, size_t bytes) {
+    if (!m->map || !p) return;
+    uintptr_t map = (uintptr_t)m->map, start = (uintptr_t)p, end = start + bytes;
+    if (start < map || end > map + m->map_size) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t first = (start + page - 1) / page * page, last = end / page * page;
+    // A private, read-only file mapping: dropped pages read the file again, nothing is lost.
+    if (last > first) madvise((void *)first, last - first, MADV_DONTNEED);
+}
+
 cnn_status cnn_model_load_memory(const void *bytes, size_t size, const char *name,
                                  cnn_model **out) {
     if (!out || (!bytes && size > 0)) {

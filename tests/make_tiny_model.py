@@ -6,7 +6,11 @@ tiny_resnet.cnn: input 3x16x16 -> conv+bn+relu -> conv+bn -> add (residual) -> r
 (ceil_mode) -> shortcut_a -> conv 1x1 (bias) -> batchnorm (stands alone: the conv before it is
 also read by the add after it, so it cannot be folded) -> add -> avgpool -> adaptive pool ->
 flatten -> dropout -> linear -> softmax. Every op of the engine appears at least once.
+
+wide_linear.cnn: input 1x64x64 -> flatten -> linear 4096 -> 1100 (17.2 MiB of weights: over
+the size at which a session copies them, cnn_session_options.copy_linear) -> relu -> linear 10.
 """
+import array
 import os
 import random
 import struct
@@ -69,6 +73,32 @@ def main(out_dir):
     w.add_node("linear", "fc", ["drop"], fc)
     w.add_node("softmax", "prob", ["fc"], {})
     w.write(os.path.join(out_dir, "tiny_resnet.cnn"))
+    write_wide_linear(out_dir)
+
+
+def write_wide_linear(out_dir):
+    w = cnnfile.ModelWriter({
+        "name": "wide_linear", "arch": "wide_linear", "input_shape": [1, 64, 64], "resize": 0,
+        "crop": [64, 64], "mean": [0.5], "std": [0.25], "class_names": [str(k) for k in range(10)]})
+
+    def tensor(name, dims, seed):
+        n = 1
+        for d in dims:
+            n *= d
+        # A cheap deterministic pattern in [-0.5, 0.5) (random.uniform for 4.5M values is slow).
+        values = array.array("f", ((i * 2654435761 + seed) % 4093 / 4093.0 - 0.5 for i in range(n)))
+        if sys.byteorder != "little":
+            values.byteswap()
+        w.add_tensor(name, dims, values.tobytes())
+        return name
+
+    w.add_node("input", "input", [], {})
+    w.add_node("flatten", "flatten", ["input"], {})
+    w.add_node("linear", "fc1", ["flatten"], {"weight": tensor("fc1.weight", [1100, 4096], 1),
+                                               "bias": tensor("fc1.bias", [1100], 2)})
+    w.add_node("relu", "relu", ["fc1"], {})
+    w.add_node("linear", "fc2", ["relu"], {"weight": tensor("fc2.weight", [10, 1100], 3)})
+    w.write(os.path.join(out_dir, "wide_linear.cnn"))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 // test_session.c - the runtime: planning (folding, in-place, arena packing), early stop, taps,
 // and that every way of running gives the same numbers.
-// Reads $FIXTURES/tiny_resnet.cnn (tests/make_tiny_model.py).
+// Reads $FIXTURES/tiny_resnet.cnn and wide_linear.cnn (tests/make_tiny_model.py).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +25,67 @@ static int record_tap(void *user, int node, const char *name, const cnn_tensor *
     if (log->calls < 64) snprintf(log->names[log->calls], 64, "%s", name);
     log->calls++;
     return node == log->stop_at;
+}
+
+// Resident kB of this process's mapping of `path` (/proc/self/smaps), or -1 if none is found.
+static long mapping_rss_kb(const char *path) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[4096];
+    long rss = -1;
+    int in_mapping = 0;
+    size_t len = strlen(path);
+    while (fgets(line, sizeof line, f)) {
+        size_t n = strlen(line);
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' ')) line[--n] = '\0';
+        if (strchr(line, '-') && strchr(line, '-') < strchr(line, ' ')) {   // a mapping's header
+            in_mapping = n >= len && strcmp(line + n - len, path) == 0;
+        } else if (in_mapping && strncmp(line, "Rss:", 4) == 0) {
+            rss = (rss < 0 ? 0 : rss) + atol(line + 4);
+        }
+    }
+    fclose(f);
+    return rss;
+}
+
+// 8. A session copies a large linear layer's weights out of the file mapping (copy_linear):
+// the same numbers, bit for bit, as reading them in place, and the file's pages it copied no
+// longer count in the process's resident memory.
+static void test_copy_linear(const char *dir) {
+    char path[1024], real[4096];
+    snprintf(path, sizeof path, "%s/wide_linear.cnn", dir);
+    cnn_model *m;
+    if (cnn_model_load(path, &m) != CNN_OK) {
+        CHECK(0, "cannot load %s: %s", path, cnn_last_error());
+        return;
+    }
+    if (!realpath(path, real)) snprintf(real, sizeof real, "%s", path);
+    const long weights_kb = 1100L * 4096 * 4 / 1024;   // fc1.weight
+    long before = mapping_rss_kb(real);
+    CHECK(before >= weights_kb, "the model's mapping should be resident after loading (%ld kB)",
+          before);
+    int N = 3, out = cnn_model_output_node(m);
+    float *x = malloc(sizeof(float) * 4096 * N);
+    for (int i = 0; i < 4096 * N; i++) x[i] = (float)((i * 37 % 101) / 50.0 - 1.0);
+    cnn_session *copied, *in_place;
+    cnn_session_options o = cnn_session_defaults();
+    CHECK(o.copy_linear == 1, "copy_linear should be on by default");
+    CHECK(cnn_session_create(m, N, &o, &copied) == CNN_OK, "%s", cnn_last_error());
+    long after = mapping_rss_kb(real);
+    CHECK(after >= 0 && after <= before - weights_kb + 8,
+          "fc1's %ld kB of file pages should be released once copied: %ld kB resident before, "
+          "%ld after", weights_kb, before, after);
+    o.copy_linear = 0;
+    CHECK(cnn_session_create(m, N, &o, &in_place) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_session_run(copied, x, N) == CNN_OK, "%s", cnn_last_error());
+    CHECK(cnn_session_run(in_place, x, N) == CNN_OK, "%s", cnn_last_error());
+    const cnn_tensor *a = cnn_session_output(copied, out), *b = cnn_session_output(in_place, out);
+    CHECK(a && b && memcmp(a->data, b->data, sizeof(float) * 10 * N) == 0,
+          "copied and in-place linear weights give different outputs");
+    cnn_session_free(copied);
+    cnn_session_free(in_place);
+    cnn_model_free(m);
+    free(x);
 }
 
 int main(void) {
@@ -170,6 +231,8 @@ int main(void) {
     cnn_session_free(all);
     cnn_model_free(m);
     free(x);
+
+    test_copy_linear(dir ? dir : "build/fixtures");
     printf("%s\n", failures ? "session tests FAILED" : "session tests passed");
     return failures ? 1 : 0;
 }

@@ -277,8 +277,8 @@ static int fill_weights(cnn_session *s, int i, float **scratch, size_t *scratch_
 // file's mapping (4 KiB pages of the page cache) that ran at ~60 % of the speed it has from the
 // session's own memory (VGG-16's first classifier layer, 411 MB: 23-35 ms against 15 at batch
 // 1, 80-120 against 38 at batch 8), so unless opt.copy_linear is 0 a session gives large ones a
-// copy in its weight arena. Small ones are not worth the copy (ResNet-50's 8 MB: 0.2 ms a run).
-enum { LINEAR_COPY_MIN_BYTES = 16 << 20 };
+// copy in its weight arena. Small ones are not worth the copy (ResNet-50's 7.8 MiB: 0.2 ms a run).
+enum { LINEAR_COPY_MIN_BYTES = 8 << 20 };
 
 static int linear_copy_worth_it(const cnn_model *m, int i) {
     const cnn_node *nd = &m->nodes[i];

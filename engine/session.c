@@ -287,8 +287,9 @@ static int linear_copy_worth_it(const cnn_model *m, int i) {
 
 // dst = src (n floats), in rounds of 32 MiB, each shared out among the threads in pieces of
 // 2 MiB and then released from the file mapping, so the process's memory grows by about one
-// round, not by the copy. At the end the whole range is released once more: the page cache may hold the file in
-// large pages, and a large page that straddles two rounds is mapped whole again by the second.
+// round, not by the copy. At the end the whole range is released once more: the page cache may
+// hold the file in large pages, and one that straddles two rounds is mapped whole again by the
+// second.
 static void copy_weights(const cnn_model *m, float *dst, const float *src, size_t n) {
     const size_t round = (size_t)8 << 20, piece = (size_t)1 << 19;   // floats
     for (size_t r0 = 0; r0 < n; r0 += round) {

@@ -6,7 +6,8 @@
 //   2. batch norm folding: a batchnorm whose input is a conv read by nothing else is folded into
 //      that conv's weights (a per-session copy), and then shares the conv's buffer.
 //   3. Winograd: the weights of each 3x3 stride-1 conv that suits it (conv2d_winograd_suits)
-//      are transformed once (ops/winograd.h), after folding, and packed for the GEMM.
+//      are transformed once (ops/winograd.h), after folding, and packed for the GEMM. Large
+//      fully connected weights are copied out of the file mapping (opt.copy_linear).
 //   4. fused epilogues: a relu, or a residual add (then possibly a relu), that reads a conv's
 //      output (after its folded batch norm) and nothing else is applied by the conv itself as
 //      it finishes each block of its output (conv2d_forward_fused); the add's other operand must
@@ -315,8 +316,9 @@ static float *take(float *arena, size_t *used, size_t floats) {
 
 // Gives every needed conv the weights its kernel reads (steps 2 and 3 above): its batch norm
 // folded in, then, on the fast path, transformed for Winograd or packed for the GEMM
-// (conv2d_forward_fused). First every buffer is allocated, then the convs are filled, shared
-// out among the threads (each conv's buffers are its own, so the result is the same).
+// (conv2d_forward_fused); and every large linear layer its copy (linear_copy_worth_it). First
+// every buffer is allocated, then the convs are filled, shared out among the threads (each
+// conv's buffers are its own, so the result is the same), then the linear layers copied.
 static cnn_status prepare_weights(cnn_session *s) {
     const cnn_model *m = s->model;
     int *convs = malloc((size_t)m->n_nodes * sizeof *convs), n_convs = 0;
@@ -326,7 +328,7 @@ static cnn_status prepare_weights(cnn_session *s) {
         free(linears);
         return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory planning the weights", m->path);
     }
-    // Two passes over the convs: the first adds up the arena, the second hands it out.
+    // Two passes over the layers: the first adds up the arena, the second hands it out.
     size_t used = 0;
     for (int pass = 0; pass < 2; pass++) {
         float *arena = s->weight_arena;

@@ -281,11 +281,6 @@ static int fill_weights(cnn_session *s, int i, float **scratch, size_t *scratch_
 // copy in its weight arena. Small ones are not worth the copy (ResNet-50's 7.8 MiB: 0.2 ms a run).
 enum { LINEAR_COPY_MIN_BYTES = 8 << 20 };
 
-static int linear_copy_worth_it(const cnn_model *m, int i) {
-    const cnn_node *nd = &m->nodes[i];
-    return (double)nd->c * m->nodes[nd->inputs[0]].c * sizeof(float) >= LINEAR_COPY_MIN_BYTES;
-}
-
 // dst = src (n floats), in rounds of 32 MiB, each shared out among the threads in pieces of
 // 2 MiB and then released from the file mapping, so the process's memory grows by about one
 // round, not by the copy. At the end the whole range is released once more: the page cache may
@@ -316,18 +311,14 @@ static float *take(float *arena, size_t *used, size_t floats) {
 
 // Gives every needed conv the weights its kernel reads (steps 2 and 3 above): its batch norm
 // folded in, then, on the fast path, transformed for Winograd or packed for the GEMM
-// (conv2d_forward_fused); and every large linear layer its copy (linear_copy_worth_it). First
-// every buffer is allocated, then the convs are filled, shared out among the threads (each
-// conv's buffers are its own, so the result is the same), then the linear layers copied.
+// (conv2d_forward_fused); and every large linear layer its copy (LINEAR_COPY_MIN_BYTES). First
+// every buffer is allocated (the linear layers copied as they get theirs), then the convs are
+// filled, shared out among the threads (each conv's buffers are its own, so the result is the
+// same).
 static cnn_status prepare_weights(cnn_session *s) {
     const cnn_model *m = s->model;
     int *convs = malloc((size_t)m->n_nodes * sizeof *convs), n_convs = 0;
-    int *linears = malloc((size_t)m->n_nodes * sizeof *linears), n_linears = 0;
-    if (!convs || !linears) {
-        free(convs);
-        free(linears);
-        return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory planning the weights", m->path);
-    }
+    if (!convs) return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory planning the weights", m->path);
     // Two passes over the layers: the first adds up the arena, the second hands it out.
     size_t used = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -336,13 +327,15 @@ static cnn_status prepare_weights(cnn_session *s) {
         for (int i = 0; i < m->n_nodes; i++) {
             const cnn_node *nd = &m->nodes[i];
             if (!s->needed[i]) continue;
-            if (nd->op == CNN_OP_LINEAR && s->opt.copy_linear && !s->opt.reference &&
-                linear_copy_worth_it(m, i)) {
+            if (nd->op == CNN_OP_LINEAR) {
                 size_t floats = (size_t)nd->c * m->nodes[nd->inputs[0]].c;
-                float *copy = take(arena, &used, floats);
-                if (pass == 1) {
-                    s->weight[i] = copy;
-                    linears[n_linears++] = i;
+                if (s->opt.copy_linear && !s->opt.reference &&
+                    floats * sizeof(float) >= LINEAR_COPY_MIN_BYTES) {
+                    float *copy = take(arena, &used, floats);
+                    if (pass == 1) {
+                        copy_weights(m, copy, nd->p.linear.weight, floats);
+                        s->weight[i] = copy;
+                    }
                 }
                 continue;
             }
@@ -395,12 +388,6 @@ static cnn_status prepare_weights(cnn_session *s) {
         free(scratch);
     }
     free(convs);
-    for (int l = 0; l < n_linears; l++) {
-        const cnn_node *nd = &m->nodes[linears[l]];
-        copy_weights(m, (float *)s->weight[linears[l]], nd->p.linear.weight,
-                     (size_t)nd->c * m->nodes[nd->inputs[0]].c);
-    }
-    free(linears);
     if (failed >= 0) {
         return cnn_fail(CNN_ERR_NOMEM, "%s: node '%s': out of memory folding its batch norm",
                         m->path, m->nodes[failed].name);

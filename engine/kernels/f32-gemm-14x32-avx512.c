@@ -159,10 +159,11 @@ void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_
                                 int ahead_lines) {
     // a_packed is (kc, 14), b_packed is (kc, 32), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
+    assert(ahead_lines >= 0 && (ahead || ahead_lines == 0));
     const int v = nr > 16 ? 2 : 1;
-    const int lines = ahead ? ahead_lines : 0;
-#define CALL_TILE(rows, vectors) \
-    tile(rows, vectors, nr, kc, a_packed, b_packed, c, c_stride, accumulate, finish, ahead, lines)
+#define CALL_TILE(rows, vectors)                                                       \
+    tile(rows, vectors, nr, kc, a_packed, b_packed, c, c_stride, accumulate, finish, ahead, \
+         ahead_lines)
 #define ROWS(r)                                \
     case r:                                    \
         if (v == 2) CALL_TILE(r, 2);           \

@@ -32,13 +32,13 @@ void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_pac
                              int ahead_lines) {
     // a_packed is (kc, 6), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
+    assert(ahead_lines >= 0 && (ahead || ahead_lines == 0));
     const char *next = ahead;   // the prefetch hint: a line per step of p
-    int lines = ahead ? ahead_lines : 0;
     __m256 acc[MR][2];
     #pragma GCC unroll 6
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (int p = 0; p < kc; p++) {
-        if (p < lines) _mm_prefetch(next + (size_t)p * 64, _MM_HINT_T1);
+        if (p < ahead_lines) _mm_prefetch(next + (size_t)p * 64, _MM_HINT_T1);
         __m256 b0 = _mm256_loadu_ps(b_packed), b1 = _mm256_loadu_ps(b_packed + 8);
         #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {

@@ -51,9 +51,11 @@ typedef struct {
 //   finish is NULL (nothing after the sum) or as above.
 //   ahead, ahead_lines: cache lines (64 bytes each, from ahead) the caller needs next, which a
 //     kernel may ask for while it sums (one per step of p, so that their reads from memory
-//     overlap the FMAs instead of stalling a burst of prefetches); NULL, 0 for none.
-// Preconditions: 1 <= mr <= MR, 1 <= nr <= NR, kc >= 1. Each C element is summed over p in
-// order (one fused or unfused multiply-add per p), then added to C once, then finished.
+//     overlap the FMAs instead of stalling a burst of prefetches); NULL, 0 for none
+//     (ahead_lines is 0 whenever ahead is NULL).
+// Preconditions: 1 <= mr <= MR, 1 <= nr <= NR, kc >= 1, ahead_lines >= 0. Each C element is
+// summed over p in order (one fused or unfused multiply-add per p), then added to C once, then
+// finished.
 typedef void (*cnn_f32_gemm_ukernel)(int mr, int nr, int kc, const float *restrict a_packed,
                                      const float *restrict b_packed, float *restrict c,
                                      size_t c_stride, int accumulate,

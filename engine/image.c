@@ -136,6 +136,15 @@ static cnn_status check_png_chunks(FILE *f, const char *path, int64_t file_size)
     return st;
 }
 
+// 1 if the file is a binary PNM (P5 gray or P6 RGB, the ones stb reads); rewinds it.
+static int is_pnm(FILE *f) {
+    unsigned char m[2];
+    int pnm = fseek(f, 0, SEEK_SET) == 0 && fread(m, 1, 2, f) == 2 && m[0] == 'P' &&
+              (m[1] == '5' || m[1] == '6');
+    fseek(f, 0, SEEK_SET);
+    return pnm;
+}
+
 // Decodes `path` to 8-bit [h, w, C] in the model's channel layout (RGB or PIL's 'L').
 static cnn_status decode(const char *path, int C, int64_t max_pixels, uint8_t **out, int *h,
                          int *w) {
@@ -192,6 +201,15 @@ static cnn_status decode(const char *path, int C, int64_t max_pixels, uint8_t **
                         (long long)iw * ih, (long long)max_pixels);
     }
 
+    // stb 2.27 reads a 16-bit PNM's samples (maxval over 255, big-endian) in the wrong byte
+    // order, and converting its channels then reads past its buffer (a crash fuzz_image found,
+    // tests/fuzz/regressions/image/pgm-16bit-gray-to-rgb): refused, never decoded wrong.
+    if (is_pnm(f) && stbi_is_16_bit_from_file(f)) {
+        fclose(f);
+        return cnn_fail(CNN_ERR_FORMAT, "%s: 16-bit PNM (maxval over 255) is not supported: "
+                        "the stb 2.27 decoder reads it wrongly; save it with 8 bits per sample",
+                        path);
+    }
     // Gray sources decode to one channel (stb drops a gray image's alpha, as PIL does); colour
     // sources to RGB (stb drops alpha without compositing, as PIL's convert('RGB') does).
     int want = (C == 3 || comp >= 3) ? 3 : 1;

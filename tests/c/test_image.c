@@ -177,6 +177,23 @@ static void test_channel_conversion(void) {
     p = tmp_path("rgba_2x2.png");
     uint8_t want_rgba_l[4] = {18, 48, 78, 255};   // 18.65, 48.65, 78.65, 255
     expect_pixels("RGBA -> L", &gray22, p, want_rgba_l);
+
+    // A 16-bit PGM (maxval > 255: big-endian samples): stb 2.27 reads its samples in the wrong
+    // byte order (0x004d as 0x4d00) and, converting gray to RGB, past its buffer
+    // (tests/fuzz/regressions/image/): refused with a clear message, for either model. An 8-bit
+    // PGM decodes.
+    const uint8_t pgm16[] = {'P', '5', '\n', '2', ' ', '2', '\n', '6', '5', '5', '3', '5', '\n',
+                             0x00, 0x00, 0x00, 0x4d, 0x00, 0xc8, 0x00, 0xff};
+    p = tmp_path("gray16_2x2.pgm");
+    write_bytes(p, pgm16, sizeof pgm16);
+    expect_error(&rgb_model, p, NULL, CNN_ERR_FORMAT, "16-bit PNM");
+    expect_error(&gray22, p, NULL, CNN_ERR_FORMAT, "16-bit PNM");
+    const uint8_t pgm8[] = {'P', '5', '\n', '2', ' ', '2', '\n', '2', '5', '5', '\n',
+                            0, 77, 200, 255};
+    p = tmp_path("gray8_2x2.pgm");
+    write_bytes(p, pgm8, sizeof pgm8);
+    expect_pixels("8-bit PGM -> RGB", &rgb_model, p, want_rgb);
+    expect_pixels("8-bit PGM -> L", &gray22, p, gray);
 }
 
 static void test_resize(void) {

@@ -178,10 +178,10 @@ typedef struct {
                            //   ~1e-5 of the output's scale instead of ~1e-7 (CNNSCOPE_WINOGRAD=0
                            //   turns it off too)
     int reference;         // 1: use the plain reference kernels only (CNNSCOPE_REFERENCE=1 too)
-    int copy_linear;       // 1 (default): fully connected weights of 8 MiB or more are copied
-                           //   out of the file mapping into the session's memory (the file's
-                           //   pages released): every run then streams them ~1.6x faster, for
-                           //   a copy at creation (VGG-16's 490 MB: ~0.25 s); 0 for a few runs
+    int copy_linear;       // 1 (default): fully connected weights are copied out of the file
+                           //   mapping into the session's memory (the file's pages released):
+                           //   every run then streams them 1.6-10x faster, for a copy at
+                           //   creation (VGG-16's 490 MB: ~0.25 s); 0 for a few runs
     cnn_tap_fn tap;        // optional
     void *tap_user;
 } cnn_session_options;

@@ -6,8 +6,8 @@
 //   2. batch norm folding: a batchnorm whose input is a conv read by nothing else is folded into
 //      that conv's weights (a per-session copy), and then shares the conv's buffer.
 //   3. Winograd: the weights of each 3x3 stride-1 conv that suits it (conv2d_winograd_suits)
-//      are transformed once (ops/winograd.h), after folding, and packed for the GEMM. Large
-//      fully connected weights are copied out of the file mapping (opt.copy_linear).
+//      are transformed once (ops/winograd.h), after folding, and packed for the GEMM. Fully
+//      connected weights are copied out of the file mapping (opt.copy_linear).
 //   4. fused epilogues: a relu, or a residual add (then possibly a relu), that reads a conv's
 //      output (after its folded batch norm) and nothing else is applied by the conv itself as
 //      it finishes each block of its output (conv2d_forward_fused); the add's other operand must
@@ -274,13 +274,13 @@ static int fill_weights(cnn_session *s, int i, float **scratch, size_t *scratch_
     return 1;
 }
 
-// A fully connected layer's weights are streamed from memory once per run (linear.c): from the
-// file's mapping (4 KiB pages of the page cache) that ran at ~60 % of the speed it has from the
-// session's own memory (VGG-16's first classifier layer, 411 MB: 23-35 ms against 15 at batch
-// 1, 80-120 against 38 at batch 8), so unless opt.copy_linear is 0 a session gives large ones a
-// copy in its weight arena. Small ones are not worth the copy (ResNet-50's 7.8 MiB: 0.2 ms a run).
-enum { LINEAR_COPY_MIN_BYTES = 8 << 20 };
-
+// A fully connected layer's weights are streamed from memory once per run (linear.c). From the
+// file's mapping (4 KiB pages of the page cache) that is several times slower than from the
+// session's own memory (large pages where the kernel gives them), as on the 2-core test VM:
+// VGG-16's first classifier layer (411 MB) 23-35 ms against 15 at batch 1, 80-120 against 38 at
+// batch 8; ResNet-50's fc (7.8 MiB) 3.3 ms against 0.33 at batch 1, 19-29 against 1.3-1.8 at
+// batch 8. So unless opt.copy_linear is 0 a session gives every linear layer a copy in its
+// weight arena.
 // dst = src (n floats), in rounds of 32 MiB, each shared out among the threads in pieces of
 // 2 MiB and then released from the file mapping, so the process's memory grows by about one
 // round, not by the copy. At the end the whole range is released once more: the page cache may
@@ -311,7 +311,7 @@ static float *take(float *arena, size_t *used, size_t floats) {
 
 // Gives every needed conv the weights its kernel reads (steps 2 and 3 above): its batch norm
 // folded in, then, on the fast path, transformed for Winograd or packed for the GEMM
-// (conv2d_forward_fused); and every large linear layer its copy (LINEAR_COPY_MIN_BYTES). First
+// (conv2d_forward_fused); and every linear layer its copy (opt.copy_linear). First
 // every buffer is allocated (the linear layers copied as they get theirs), then the convs are
 // filled, shared out among the threads (each conv's buffers are its own, so the result is the
 // same).
@@ -329,8 +329,7 @@ static cnn_status prepare_weights(cnn_session *s) {
             if (!s->needed[i]) continue;
             if (nd->op == CNN_OP_LINEAR) {
                 size_t floats = (size_t)nd->c * m->nodes[nd->inputs[0]].c;
-                if (s->opt.copy_linear && !s->opt.reference &&
-                    floats * sizeof(float) >= LINEAR_COPY_MIN_BYTES) {
+                if (s->opt.copy_linear && !s->opt.reference) {
                     float *copy = take(arena, &used, floats);
                     if (pass == 1) {
                         copy_weights(m, copy, nd->p.linear.weight, floats);

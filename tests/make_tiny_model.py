@@ -7,8 +7,9 @@ tiny_resnet.cnn: input 3x16x16 -> conv+bn+relu -> conv+bn -> add (residual) -> r
 also read by the add after it, so it cannot be folded) -> add -> avgpool -> adaptive pool ->
 flatten -> dropout -> linear -> softmax. Every op of the engine appears at least once.
 
-wide_linear.cnn: input 1x64x64 -> flatten -> linear 4096 -> 1100 (17.2 MiB of weights: over
-the size at which a session copies them, cnn_session_options.copy_linear) -> relu -> linear 10.
+wide_linear.cnn: input 1x64x64 -> flatten -> linear 4096 -> 1100 (17.2 MiB of weights: large
+enough to see in the mapping's resident size that a session's copy of them, made under
+cnn_session_options.copy_linear, releases the file's pages) -> relu -> linear 10.
 """
 import array
 import os

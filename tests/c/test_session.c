@@ -48,7 +48,7 @@ static long mapping_rss_kb(const char *path) {
     return rss;
 }
 
-// 8. A session copies a large linear layer's weights out of the file mapping (copy_linear):
+// 8. A session copies a linear layer's weights out of the file mapping (copy_linear):
 // the same numbers, bit for bit, as reading them in place, and the file's pages it copied no
 // longer count in the process's resident memory.
 static void test_copy_linear(const char *dir) {

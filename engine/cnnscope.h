@@ -174,7 +174,7 @@ typedef struct {
     int fuse_epilogues;    // 1 (default): a relu or residual add after a conv (and its batch
                            //   norm) is applied by the conv as it writes its output, where legal
     int winograd;          // 1 (default): 3x3 stride-1 convs with >= 32 channels in and out and
-                           //   >= 25x25 outputs run as Winograd F(4x4,3x3): ~2x faster, error
+                           //   >= 13x13 outputs run as Winograd F(4x4,3x3): ~2x faster, error
                            //   ~1e-5 of the output's scale instead of ~1e-7 (CNNSCOPE_WINOGRAD=0
                            //   turns it off too)
     int reference;         // 1: use the plain reference kernels only (CNNSCOPE_REFERENCE=1 too)

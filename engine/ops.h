@@ -43,7 +43,7 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight,
                           const float *residual, int relu, float *workspace);
 
 // 1 if a conv of this shape is worth running as Winograd F(4x4,3x3) (ops/winograd.h): 3x3,
-// stride 1, no dilation, no groups, padding <= 2, >= 32 channels in and out, >= 49 4x4 tiles
+// stride 1, no dilation, no groups, padding <= 2, >= 32 channels in and out, >= 16 4x4 tiles
 // per image.
 int conv2d_winograd_suits(int C, int K, int OH, int OW, const cnn_window *win);
 

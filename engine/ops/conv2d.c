@@ -86,15 +86,18 @@ static int im2col_stored(int C, int OH, int OW, const cnn_window *win) {
 }
 
 // Where Winograd pays (bench/winograd_bench.c, one thread): ~1.7x on 28x28 to 112x112 maps
-// with 128-512 channels, 1.1-1.2x at 56x56x64 and 224x224x64; at 14x14 (16 tiles) it breaks
-// even and at 7x7 it is 2.5x slower (the transformed weights dominate). Few channels: the
-// transforms dominate.
+// with 128-512 channels, 1.1-1.2x at 56x56x64 and 224x224x64; at 14x14 (16 tiles) about even
+// on one thread, but a gain in the models on two (cnnscope bench, 2 threads, batch 1 / 8:
+// VGG-16's three 14x14 convs 11-12 -> 8-9 ms / 82-84 -> 41-43 ms, ResNet-50's five 6.3-7.0 ->
+// 5.9-6.0 / 43-46 -> 34-36). At 7x7 (4 tiles) it is 2.5x slower: the transformed weights,
+// 4x the size of the plain ones, dominate. Few channels: the transforms dominate. The rule is
+// per image, so that an image's result does not depend on the batch it is run in.
 int conv2d_winograd_suits(int C, int K, int OH, int OW, const cnn_window *win) {
     int tiles = ((OH + 3) / 4) * ((OW + 3) / 4);
     return win->kernel[0] == 3 && win->kernel[1] == 3 && win->stride[0] == 1 &&
            win->stride[1] == 1 && win->dilation[0] == 1 && win->dilation[1] == 1 &&
            win->groups == 1 && win->padding[0] <= 2 && win->padding[1] <= 2 && C >= 32 &&
-           K >= 32 && tiles >= 49;   // (padding: the range tests/c/test_winograd.c covers)
+           K >= 32 && tiles >= 16;   // (padding: the range tests/c/test_winograd.c covers)
 }
 
 size_t conv2d_workspace_floats(int C, int H, int W, int OH, int OW, const cnn_window *win) {

@@ -3,7 +3,7 @@
 
     make bench                        # everything (BENCH_ARGS="..." passes options)
     /usr/bin/python3 bench/compare.py [--quick] [--models alexnet,vgg16,resnet18,resnet50]
-        [--batches 1,8] [--threads 1,2] [--iters N] [--warmup N]
+        [--batches 1,8] [--threads 1,2] [--iters N] [--warmup N] [--rounds R]
 
 Run from the repository root after `make` (env BUILD, default build; CC names the compiler to
 record). Steps:
@@ -17,10 +17,13 @@ record). Steps:
      same random input; the logits must agree: max|a - b| / max|b| < 1e-3 for every pair
      (b: PyTorch's, or ONNX Runtime's for cnnscope vs ONNX Runtime). A model that fails is
      not timed, and the script exits with status 1.
-  5. Timing: for each model, batch and thread count, the three engines one after the other,
-     each in its own process: `cnnscope bench` (its last line median_ms=X peak_rss_mb=Y),
+  5. Timing: for each model, batch and thread count, the engines one after the other, each in
+     its own process: `cnnscope bench` (its last line median_ms=X peak_rss_mb=Y),
      bench/ort/ort_run.js (ONNX Runtime, intraOpNumThreads = threads) and bench/torch_run.py
      (torch.set_num_threads, torch.no_grad). Each: warm-up runs, then timed runs, median.
+     cnnscope and ONNX Runtime take turns R times (--rounds, default 3) and each one's time is
+     the median of its rounds, so that their ratio does not depend on how fast the (shared)
+     machine happened to be in the minute each ran; PyTorch runs once.
   6. The table (markdown), the targets of issue 3 (cnnscope / ONNX Runtime at 2 threads,
      ResNet-50 load time and peak RSS), and the machine and versions; also written to
      $BUILD/bench-results/summary.md (--quick: summary-quick.md), next to each run's output.
@@ -30,8 +33,8 @@ at least 10 and at most 50 (ResNet-18 batch 1: 22; VGG-16 batch 8: 10). --quick:
 batch 1, threads 1 and 2, 3 timed runs after 1 warm-up, a short peak measurement: a smoke
 test of the whole pipeline (a minute or two), not a measurement.
 
-A full run takes about 5-7 minutes on a quiet 2-core machine, plus 1-2 minutes the first time
-(npm ci, making the models: 2.7 GB in $BUILD/bench-models/).
+A full run takes about 20 minutes on a 2-core machine (10 with --rounds 1), plus 1-2 minutes
+the first time (npm ci, making the models: 2.7 GB in $BUILD/bench-models/).
 
 GFLOP/s = 2 x MACs per image (cnnscope info) x batch / median time; "% peak" divides it by
 build/bench/peak's FMA peak for the ISA cnnscope's kernels use at that thread count. Peak RSS
@@ -217,8 +220,37 @@ def last_line_numbers(out, what):
     return float(m.group(1)), float(m.group(2))
 
 
-def time_engines(arch, batch, threads, iters, warmup):
-    """{engine: {ms, rss, ...}} for one configuration; an engine that fails gets {error}."""
+def run_engine(engine, cmd, tag):
+    """One engine's process: {ms, rss, ...} from its last line, or {error} if it failed."""
+    try:
+        out = run(cmd, what=tag)
+        with open(os.path.join(RESULTS_DIR, tag + ".txt"), "w") as f:
+            f.write(" ".join(cmd) + "\n" + out)
+        ms, rss = last_line_numbers(out, tag)
+    except BenchError as e:
+        log("  %s" % str(e).replace("\n", "\n    "))
+        return {"error": True}
+    r = {"ms": ms, "rss": rss}
+    if engine == "cnnscope":
+        m = re.search(r"kernels (\w+)", out)
+        r["isa"] = m.group(1) if m else None
+        m = re.search(r"^load: ([\d.]+) ms", out, re.M)
+        r["load_ms"] = float(m.group(1)) if m else None
+    return r
+
+
+def median(values):
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2])
+
+
+def time_engines(arch, batch, threads, iters, warmup, rounds):
+    """{engine: {ms, rss, rounds, ...}} for one configuration; an engine that fails gets {error}.
+
+    cnnscope and ONNX Runtime take turns for `rounds` rounds (PyTorch runs once, in the first):
+    each one's time is the median of its rounds' medians, its RSS the largest. On a shared VM
+    the machine's speed drifts by 10-20 % over minutes; alternating puts both engines in the
+    same minutes, so the ratio compares them and not the moments they ran in."""
     paths = model_paths(arch)
     counts = ["--batch", str(batch), "--threads", str(threads), "--iters", str(iters),
               "--warmup", str(warmup)]
@@ -227,24 +259,27 @@ def time_engines(arch, batch, threads, iters, warmup):
         "ort": ["node", os.path.join(ORT_DIR, "ort_run.js"), paths["onnx"]] + counts,
         "torch": [TORCH_PYTHON, os.path.join("bench", "torch_run.py"), arch, paths["pth"]] + counts,
     }
+    runs = {engine: [] for engine in commands}
+    for k in range(rounds):
+        for engine, cmd in commands.items():
+            if engine == "torch" and k > 0:
+                continue
+            tag = "%s-%s-b%d-t%d" % (engine, arch, batch, threads)
+            if rounds > 1 and engine != "torch":
+                tag += "-r%d" % (k + 1)
+            runs[engine].append(run_engine(engine, cmd, tag))
     results = {}
-    for engine, cmd in commands.items():
-        tag = "%s-%s-b%d-t%d" % (engine, arch, batch, threads)
-        try:
-            out = run(cmd, what=tag)
-            with open(os.path.join(RESULTS_DIR, tag + ".txt"), "w") as f:
-                f.write(" ".join(cmd) + "\n" + out)
-            ms, rss = last_line_numbers(out, tag)
-            r = {"ms": ms, "rss": rss}
-            if engine == "cnnscope":
-                m = re.search(r"kernels (\w+)", out)
-                r["isa"] = m.group(1) if m else None
-                m = re.search(r"^load: ([\d.]+) ms", out, re.M)
-                r["load_ms"] = float(m.group(1)) if m else None
-            results[engine] = r
-        except BenchError as e:
-            log("  %s" % str(e).replace("\n", "\n    "))
+    for engine, rs in runs.items():
+        if any("error" in r for r in rs):
             results[engine] = {"error": True}
+            continue
+        r = dict(rs[0])
+        r["rounds"] = [x["ms"] for x in rs]
+        r["ms"] = median(r["rounds"])
+        r["rss"] = max(x["rss"] for x in rs)
+        if engine == "cnnscope" and all(x.get("load_ms") is not None for x in rs):
+            r["load_ms"] = median([x["load_ms"] for x in rs])
+        results[engine] = r
     return results
 
 
@@ -363,11 +398,16 @@ def main():
     p.add_argument("--threads", type=parse_list, default=None)
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=None,
+                   help="cnnscope and ONNX Runtime take turns this many times (default 3; --quick 1)")
     args = p.parse_args()
     os.chdir(ROOT)
     models = args.models or (["resnet18"] if args.quick else ALL_MODELS)
     batches = args.batches or ([1] if args.quick else [1, 8])
     threads = args.threads or [1, 2]
+    rounds = args.rounds if args.rounds is not None else 1 if args.quick else 3
+    if rounds < 1:
+        raise BenchError("--rounds must be at least 1")
     if args.quick:
         args.iters = args.iters or 3
         args.warmup = 1 if args.warmup is None else args.warmup
@@ -407,7 +447,8 @@ def main():
                 failed.append(arch)
     timed = [a for a in models if a not in failed]
 
-    log("\n== timing (cnnscope, ONNX Runtime, PyTorch; median of the timed runs)")
+    log("\n== timing (cnnscope, ONNX Runtime, PyTorch; median of the timed runs; cnnscope and "
+        "ONNX Runtime: median of %d alternating rounds)" % rounds)
     rows = []
     torch_version = "?"
     configs = [(a, b, t) for a in timed for b in batches for t in threads]
@@ -415,7 +456,7 @@ def main():
         iters, warmup = auto_iterations(info[arch][1], batch)
         iters = args.iters or iters
         warmup = warmup if args.warmup is None else args.warmup
-        engines = time_engines(arch, batch, t, iters, warmup)
+        engines = time_engines(arch, batch, t, iters, warmup, rounds)
         rows.append({"arch": arch, "batch": batch, "threads": t, "macs": info[arch][1],
                      "engines": engines})
         try:
@@ -425,7 +466,9 @@ def main():
             pass
         log("[%d/%d] %s batch %d, %d thread(s), %d+%d runs: %s" % (
             i + 1, len(configs), arch, batch, t, warmup, iters, ", ".join(
-                "%s %s ms" % (k, fmt(v.get("ms"), ".2f")) for k, v in engines.items())))
+                "%s %s ms%s" % (k, fmt(v.get("ms"), ".2f"), " (rounds %s)" % " ".join(
+                    "%.2f" % x for x in v["rounds"]) if len(v.get("rounds", [])) > 1 else "")
+                for k, v in engines.items())))
 
     isas = {r["engines"].get("cnnscope", {}).get("isa") for r in rows} - {None}
     lines = table(rows, fma_peak)

@@ -9,7 +9,8 @@ Run from the repository root after `make` (env BUILD, default build; CC names th
 record). Steps:
   1. ONNX Runtime: `npm ci --ignore-scripts` in bench/ort/ unless the version that
      package-lock.json pins is already installed there (the CPU build ships in the package).
-  2. build/bench/peak: peak FP32 FMA GFLOP/s per ISA and DRAM read GB/s, on 1 and N threads.
+  2. build/bench/peak: peak FP32 FMA GFLOP/s per ISA and DRAM read GB/s, on 1 and N threads,
+     and the core-to-core round trip of a cache line.
   3. bench/make_models.py: each model from one set of seeded random weights as model.pth
      (PyTorch), model.cnn (scripts/convert.py) and model.onnx (torch.onnx.export), cached in
      $BUILD/bench-models/ and rebuilt when a script that makes them changes.
@@ -130,7 +131,7 @@ def setup_ort():
 def measure_peak(quick, threads):
     env = dict(os.environ, OMP_NUM_THREADS=str(max(threads)))
     out = run([PEAK] + (["--quick"] if quick else []), env=env, what="bench/peak")
-    fma, dram = {}, {}
+    fma, dram, round_trip = {}, {}, None
     for line in out.splitlines():
         m = re.match(r"peak_fma_gflops isa=(\w+) threads=(\d+) value=([\d.]+)$", line)
         if m:
@@ -138,10 +139,14 @@ def measure_peak(quick, threads):
         m = re.match(r"dram_read_gbs threads=(\d+) value=([\d.]+)$", line)
         if m:
             dram[int(m.group(1))] = float(m.group(2))
+        m = re.match(r"core_round_trip_ns value=([\d.]+)$", line)
+        if m:
+            round_trip = float(m.group(1))
     if not fma or not dram:
         raise BenchError("bench/peak printed no peak_fma_gflops/dram_read_gbs lines:\n" + out)
-    log("\n".join(l for l in out.splitlines() if not re.match(r"(peak_fma_gflops|dram_read_gbs) ", l)))
-    return fma, dram
+    log("\n".join(l for l in out.splitlines()
+                   if not re.match(r"(peak_fma_gflops|dram_read_gbs|core_round_trip_ns) ", l)))
+    return fma, dram, round_trip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,7 +427,7 @@ def main():
 
     ort_version = setup_ort()
     log("== peak (build/bench/peak%s)" % (" --quick" if args.quick else ""))
-    fma_peak, dram = measure_peak(args.quick, threads)
+    fma_peak, dram, round_trip = measure_peak(args.quick, threads)
 
     log("\n== models (bench/make_models.py -> %s)" % MODELS_DIR)
     subprocess.run([TORCH_PYTHON, os.path.join("bench", "make_models.py"), MODELS_DIR] + models,
@@ -476,6 +481,8 @@ def main():
         ", ".join("%s %d thread(s) %.0f GFLOP/s" % (isa, t, v) for (isa, t), v in sorted(fma_peak.items())
                   if isa in isas or not isas),
         ", ".join("%d thread(s) %.1f GB/s" % (t, v) for t, v in sorted(dram.items())))
+    if round_trip is not None:
+        peak_line += "; core-to-core round trip %.0f ns" % round_trip
     summary = (["## cnnscope vs ONNX Runtime vs PyTorch (`make bench`%s)" % (
         ", --quick: not a measurement" if args.quick else ""), ""] + lines + ["", "Targets (issue 3):"]
         + target_lines(rows) + ["", "Machine and versions:"]

@@ -1,6 +1,7 @@
 // peak.c - this machine's roofline: peak FP32 FMA throughput and DRAM read bandwidth, on one
-// thread and on all of them. `make bench` (bench/compare.py) divides cnnscope's GFLOP/s by
-// the peak of the ISA its kernels use.
+// thread and on all of them, and how long a cache line takes from one core to another and back.
+// `make bench` (bench/compare.py) divides cnnscope's GFLOP/s by the peak of the ISA its kernels
+// use.
 //
 //   build/bench/peak [--quick] [--seconds S] [--repeats R] [--mb N]
 //
@@ -24,9 +25,17 @@
 // line comes from memory), each thread its own contiguous slice, with the widest vector loads
 // available and 8 independent accumulators. Bytes read / wall time.
 //
+// Core-to-core round trip (with at least 2 threads). Two threads hand a counter back and forth,
+// each spinning until the other has incremented it: one round trip is the time a cache line
+// written by one core takes to reach the other and come back, the price of every value one
+// thread writes and another reads (a barrier, or the data the steps of a layer pass on). Cores
+// that share a cache answer in tens of nanoseconds, cores that do not in hundreds.
+//
 // Output: a readable table, then one machine-readable line per measurement:
 //   peak_fma_gflops isa=avx512 threads=2 value=651.2
 //   dram_read_gbs threads=2 value=64.8
+//   core_round_trip_ns value=460.1
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -378,6 +387,39 @@ static double measure_read(const isa_kernels *k, const float *x, size_t n, int t
     return best;
 }
 
+// Mean time of one round trip of a counter between threads 0 and 1 over `trips` trips, best of
+// `repeats`; 0 if there are not two threads.
+static double measure_round_trip_ns(long trips, int repeats) {
+    static _Alignas(64) atomic_long turn;   // whose turn: even for thread 0, odd for thread 1
+    double best = 0.0;
+    for (int r = 0; r < repeats; r++) {
+        atomic_store(&turn, 0);
+        double start = 0.0, end = 0.0;
+        int pair = 0;
+#pragma omp parallel num_threads(2)
+        {
+            long me = thread_index();
+            if (thread_count() == 2) {
+#pragma omp barrier
+                if (me == 0) start = seconds_now();
+                for (long i = me; i < 2 * trips; i += 2) {
+                    while (atomic_load_explicit(&turn, memory_order_acquire) != i) {}
+                    atomic_store_explicit(&turn, i + 1, memory_order_release);
+                }
+                if (me == 0) {
+                    while (atomic_load_explicit(&turn, memory_order_acquire) != 2 * trips) {}
+                    end = seconds_now();
+                    pair = 1;
+                }
+            }
+        }
+        if (!pair) return 0.0;
+        double ns = 1e9 * (end - start) / (double)trips;
+        if (best == 0.0 || ns < best) best = ns;
+    }
+    return best;
+}
+
 static void print_usage(FILE *out) {
     fprintf(out, "usage: peak [--quick] [--seconds S] [--repeats R] [--mb N]\n"
                  "Peak FP32 FMA throughput per ISA and DRAM read bandwidth, on 1 thread and on\n"
@@ -490,6 +532,14 @@ int main(int argc, char **argv) {
     }
     free(x);
 
+    double round_trip_ns = 0.0;
+    if (all > 1) {
+        round_trip_ns = measure_round_trip_ns(s.seconds >= 0.2 ? 200000 : 20000, s.repeats);
+        if (round_trip_ns > 0.0)
+            printf("core-to-core round trip of a cache line (threads 0 and 1): %.0f ns\n",
+                   round_trip_ns);
+    }
+
     for (int i = 0; i < ISA_COUNT; i++) {
         for (int c = 0; c < n_counts && has[i]; c++) {
             printf("peak_fma_gflops isa=%s threads=%d value=%.1f\n", isas[i].name,
@@ -499,5 +549,6 @@ int main(int argc, char **argv) {
     for (int c = 0; c < n_counts; c++) {
         printf("dram_read_gbs threads=%d value=%.1f\n", thread_counts[c], read_gbs[c]);
     }
+    if (round_trip_ns > 0.0) printf("core_round_trip_ns value=%.1f\n", round_trip_ns);
     return 0;
 }

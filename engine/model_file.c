@@ -1459,19 +1459,25 @@ cnn_status cnn_model_load(const char *path, cnn_model **out) {
     uint64_t size = (uint64_t)st.st_size;
     void *map = NULL;
     if (size >= HEADER_BYTES && size <= limit && size <= SIZE_MAX) {
-        // Every byte is read at once for the checksum: mapping the pages in one go (Linux's
-        // MAP_POPULATE) is ~3x faster than faulting them in one by one as the CRC reaches them.
-        int flags = MAP_PRIVATE;
-#ifdef MAP_POPULATE
-        flags |= MAP_POPULATE;
-#endif
-        map = mmap(NULL, (size_t)size, PROT_READ, flags, fd, 0);
+        // Every byte is read at once for the checksum: mapping the pages in one go is ~3x
+        // faster than faulting them in one by one as the CRC reaches them. The mapping asks
+        // for huge pages first: pages the kernel still has to read come into the page cache
+        // in 2 MiB folios, which later mappings of the file map whole. On the 2-vCPU test VM
+        // the first touch of every 4 KiB page of a new mapping costs ~0.7 us even when
+        // populated (ResNet-50's 102 MB: ~19 ms), of a 2 MiB one ~50 ns per 4 KiB.
+        map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
             int err = errno;
             close(fd);
             return cnn_fail(CNN_ERR_IO, "%s: cannot map %" PRIu64 " bytes: %s", path, size,
                             strerror(err));
         }
+#ifdef MADV_HUGEPAGE
+        madvise(map, (size_t)size, MADV_HUGEPAGE);   // hints: no error if the kernel says no
+#endif
+#ifdef MADV_POPULATE_READ
+        madvise(map, (size_t)size, MADV_POPULATE_READ);   // (Linux 5.14+; else faults as read)
+#endif
     }
     close(fd);   // the mapping keeps the file
     return load_bytes(path, map, size, map, out);

@@ -1476,7 +1476,8 @@ cnn_status cnn_model_load(const char *path, cnn_model **out) {
         madvise(map, (size_t)size, MADV_HUGEPAGE);   // hints: no error if the kernel says no
 #endif
 #ifdef MADV_POPULATE_READ
-        madvise(map, (size_t)size, MADV_POPULATE_READ);   // (Linux 5.14+; else faults as read)
+        // Linux 5.14+; on an older kernel this fails and the CRC faults the pages in instead.
+        madvise(map, (size_t)size, MADV_POPULATE_READ);
 #endif
     }
     close(fd);   // the mapping keeps the file

@@ -76,6 +76,7 @@ ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
 $(BUILD)/obj/engine/kernels/%-avx2.o: CFLAGS += -mavx2 -mfma
 $(BUILD)/obj/engine/kernels/%-avx512.o: CFLAGS += -mavx512f
 $(BUILD)/obj/engine/kernels/%-pclmul.o: CFLAGS += -mpclmul
+$(BUILD)/obj/engine/kernels/%-vpclmul.o: CFLAGS += -mavx2 -mvpclmulqdq -mpclmul
 endif
 
 # tools/embed runs on the build machine, so it is built with the host's compiler and no

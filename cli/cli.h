@@ -84,6 +84,7 @@ int cmd_maps(int argc, char **argv);
 int cmd_patches(int argc, char **argv);
 int cmd_features(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_pack(int argc, char **argv);
 int cmd_neighbors(int argc, char **argv);
 int cmd_knn_eval(int argc, char **argv);
 int cmd_embed(int argc, char **argv);

@@ -157,6 +157,8 @@ int cmd_bench(int argc, char **argv) {
     free(layer_median);
     double med = median(run_ms, iters);
     printf("load: %.1f ms (mmap, validation, session planning, weight packing)\n", load_ms);
+    printf("prepared weights: %d convs read from the file (cnnscope pack)\n",
+           cnn_session_prepared_in_file(s));
     printf("activation arena: %.1f MB\n", cnn_session_arena_bytes(s) / 1048576.0);
     printf("median_ms=%.3f peak_rss_mb=%.1f\n", med, peak_rss_mb());
     status = EXIT_OK;

@@ -1,5 +1,6 @@
 // cmd_info.c - cnnscope info MODEL: the model's metadata and one row per node.
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "cli.h"
@@ -36,6 +37,13 @@ int cmd_info(int argc, char **argv) {
 
     printf("model:   %s (arch %s) from %s\n", info->name, info->arch, info->path);
     printf("kernels: %s (CNNSCOPE_ISA=scalar|avx2|avx512|neon forces one)\n", cnn_isa());
+    const char *prepared = cnn_model_prepared_layout(m);
+    if (prepared) {
+        int same = strcmp(prepared, cnn_prepared_layout()) == 0;
+        printf("prepared: %s (%s)\n", prepared,
+               same ? "these kernels read them in place"
+                    : "not these kernels' layout: a session prepares its own");
+    }
     printf("input:   %dx%dx%d (%s)", info->channels, info->height, info->width,
            info->channels == 1 ? "grayscale" : "RGB");
     if (info->resize > 0) printf(", resized to %d on the shorter side, centre crop", info->resize);

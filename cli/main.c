@@ -23,6 +23,7 @@ static const command commands[] = {
     {"neighbors", cmd_neighbors, "nearest neighbours of an image in feature space"},
     {"knn-eval", cmd_knn_eval, "k-NN accuracy in feature space, suspicious labels"},
     {"embed", cmd_embed, "2-D maps of features: PCA, t-SNE, UMAP (CSV, SVG, PNG)"},
+    {"pack", cmd_pack, "store the weights prepared for this machine in the model file"},
     {"bench", cmd_bench, "time each layer and the whole network on a random input"},
     {"explain", cmd_explain, "why the network decided: saliency, DeconvNet, guided, CAM, Grad-CAM"},
     {"report", cmd_report, "an HTML report of what a model has learned (one folder)"},

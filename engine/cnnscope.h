@@ -151,6 +151,21 @@ int cnn_model_find_node(const cnn_model *model, const char *name);
 // tensor name in the file ("features.0.weight"). Returns CNN_ERR_ARG if there is none.
 cnn_status cnn_model_tensor(const cnn_model *model, const char *name, cnn_tensor *out);
 
+// Prepared weights (cnnscope pack). A session prepares every conv's weights before its first
+// run: its batch norm folded in, transformed for Winograd, packed for the GEMM kernels in use
+// (for ResNet-50 ~150 MB written, most of a load's time). cnn_model_pack writes a copy of the
+// model file at `path` (atomically) that also holds them, computed by this process's kernels;
+// a session of a process whose kernels lay them out the same way (cnn_prepared_layout) then
+// reads them from the file in place, and any other prepares its own, with the same results.
+// *n_prepared (if not NULL) gets the number of convs stored. The file is dropped from the
+// page cache after writing, so that its next load maps it in huge pages.
+cnn_status cnn_model_pack(const cnn_model *model, const char *path, int *n_prepared);
+// The layout of the prepared weights in the file (its meta key "prepared"), or NULL if none.
+const char *cnn_model_prepared_layout(const cnn_model *model);
+// The layout this process's kernels prepare weights in, e.g. "cnnscope prepared weights v1:
+// avx2, gemm 6x16, kc 256" (valid until the next call on this thread).
+const char *cnn_prepared_layout(void);
+
 // ---------------------------------------------------------------------------------------------
 // Sessions: activation buffers planned for one batch size; run as often as you like.
 
@@ -200,6 +215,9 @@ cnn_status cnn_session_run(cnn_session *s, const float *input, int n);
 // network output and every node in opt.keep are always kept. dims[0] is the `n` of the last run.
 const cnn_tensor *cnn_session_output(const cnn_session *s, int node);
 
+// Convs whose prepared weights the session reads from the model file (cnn_model_pack); it
+// prepared the others itself.
+int cnn_session_prepared_in_file(const cnn_session *s);
 // Bytes of activation memory the session planned (the peak of what is alive at once).
 size_t cnn_session_arena_bytes(const cnn_session *s);
 

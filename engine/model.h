@@ -75,7 +75,13 @@ struct cnn_model {
     int n_tensors;
     cnn_stored_tensor *tensors;  // [n_tensors]
     char *warnings;        // cnn_model_warnings(): NULL or lines joined by '\n', owned
+    char *prepared_layout; // meta 'prepared' (prepared.h), owned, or NULL
+    const uint8_t *file;   // the whole validated file (the mapping, or the caller's bytes)
+    size_t file_size;
 };
+
+// The stored tensor called `name`, or NULL (no error set: for lookups that may miss).
+const cnn_stored_tensor *cnn_model_find_tensor(const cnn_model *model, const char *name);
 
 // Drops this process's mapping of the whole pages of [p, p + bytes) that lie inside the model's
 // file mapping (madvise MADV_DONTNEED): they still read as the file's bytes (faulted in again

@@ -32,6 +32,7 @@
 #include "ops.h"
 #include "gemm.h"
 #include "ops/winograd.h"
+#include "prepared.h"
 
 #define NO_BUFFER (-1)
 #define LIVES_FOREVER 0x7fffffff
@@ -59,10 +60,14 @@ struct cnn_session {
     int *buffer_of;            // [n_nodes] buffer index, NO_BUFFER for the input node
     const float **weight;      // [n_nodes] conv/linear weights actually used (folded or not)
     const float **bias;        // [n_nodes]
-    float **own_weight;        // [n_nodes] conv: its folded weights, or NULL  } all four in
+    float **own_weight;        // [n_nodes] conv: its folded weights, or NULL  } in
     float **own_bias;          // [n_nodes] conv: its folded bias, or NULL     } weight_arena
-    float **winograd_u;        // [n_nodes] conv: its Winograd weights (packed), or NULL
+    const float **winograd_u;  // [n_nodes] conv: its Winograd weights (packed), or NULL
     sgemm_packed_a *packed;    // [n_nodes] conv: its weights packed for sgemm (data NULL: none)
+    const float **prepared;    // [n_nodes] conv: its prepared run (prepared.h): the folded bias,
+    size_t *prepared_floats;   //   then winograd_u or packed; in weight_arena or in the file
+    unsigned char *prepared_in_file;   // [n_nodes] conv: read from the model file in place
+    int n_prepared_in_file;
     float *weight_arena;       // the session's prepared weights, one allocation
     size_t weight_arena_bytes;
     int n_buffers;
@@ -125,6 +130,9 @@ void cnn_session_free(cnn_session *s) {
     free(s->own_bias);
     free(s->winograd_u);
     free(s->packed);
+    free(s->prepared);
+    free(s->prepared_floats);
+    free(s->prepared_in_file);
     free(s->buffers);
     free(s->arena);
     free(s->workspace);
@@ -214,6 +222,80 @@ static int conv_per_k(const cnn_session *s, const cnn_node *nd) {
     return in->c / nd->window.groups * nd->window.kernel[0] * nd->window.kernel[1];
 }
 
+// A conv's prepared run (prepared.h) is its folded bias, if it has one, padded to whole cache
+// lines, then its weights in the kernels' form: in the arena as in a packed file.
+static size_t bias_run_floats(int K) {
+    return ((size_t)K + 15) / 16 * 16;
+}
+
+static size_t prepared_run_floats(weight_form form, int K, int per_k, int folded) {
+    size_t weights = form == WEIGHTS_WINOGRAD ? winograd_packed_weight_floats(K, per_k / 9)
+                     : form == WEIGHTS_PACKED ? sgemm_packed_a_floats(K, per_k)
+                                              : sgemm_packed_at_floats(K, per_k);
+    return (folded ? bias_run_floats(K) : 0) + weights;
+}
+
+// "prepared/<node>/<form>[+bn]": the tensor that holds conv i's prepared run in a packed file.
+static void prepared_name(const cnn_session *s, int i, weight_form form, char *buf, size_t size) {
+    static const char *const form_names[] = {
+        [WEIGHTS_WINOGRAD] = "winograd", [WEIGHTS_PACKED] = "packed", [WEIGHTS_PACKED_T] = "packed_t"};
+    snprintf(buf, size, "%s%s/%s%s", PREPARED_PREFIX, s->model->nodes[i].name, form_names[form],
+             s->folded_bn[i] >= 0 ? "+bn" : "");
+}
+
+// Conv i's prepared run from the model file, if the file holds one for this session's layout
+// (`layout_matches`) and this conv's form (*out stays NULL otherwise: the session prepares it).
+// A tensor of the right name but the wrong size is an error: the file's layout is not what
+// its meta says.
+static cnn_status find_prepared(const cnn_session *s, int i, weight_form form, size_t floats,
+                                int layout_matches, const float **out) {
+    *out = NULL;
+    if (!layout_matches) return CNN_OK;
+    char name[PREPARED_LAYOUT_MAX + 4096];
+    prepared_name(s, i, form, name, sizeof name);
+    const cnn_stored_tensor *t = cnn_model_find_tensor(s->model, name);
+    if (!t) return CNN_OK;
+    if (t->ndim != 1 || (uint64_t)t->dims[0] != floats) {
+        return cnn_fail(CNN_ERR_FORMAT, "%s: tensor '%s' has %lld floats in %d dimension(s), "
+                        "expected %zu in 1 for the layout '%s' of meta key '%s'",
+                        s->model->path, name, (long long)t->dims[0], t->ndim, floats,
+                        s->model->prepared_layout, PREPARED_META_KEY);
+    }
+    *out = t->data;
+    return CNN_OK;
+}
+
+// Points conv i's bias and kernel weights into its prepared run.
+static void use_prepared(cnn_session *s, int i, weight_form form, const float *run,
+                         size_t floats) {
+    const cnn_node *nd = &s->model->nodes[i];
+    int K = nd->c, per_k = conv_per_k(s, nd);
+    const float *weights = run;
+    if (s->folded_bn[i] >= 0) {
+        s->bias[i] = run;
+        weights += bias_run_floats(K);
+    }
+    s->prepared[i] = run;
+    s->prepared_floats[i] = floats;
+    if (form == WEIGHTS_WINOGRAD) s->winograd_u[i] = weights;
+    if (form == WEIGHTS_PACKED) s->packed[i] = sgemm_packed_a_of(weights, K, per_k);
+    if (form == WEIGHTS_PACKED_T) s->packed[i] = sgemm_packed_at_of(weights, K, per_k);
+    s->weight[i] = NULL;   // the kernels read the prepared weights
+}
+
+int session_prepared_weights(const cnn_session *s, int i, char *name, size_t name_size,
+                             const float **data, size_t *floats) {
+    if (i < 0 || i >= s->model->n_nodes || !s->prepared[i]) return 0;
+    prepared_name(s, i, conv_weight_form(s, &s->model->nodes[i]), name, name_size);
+    *data = s->prepared[i];
+    *floats = s->prepared_floats[i];
+    return 1;
+}
+
+int cnn_session_prepared_in_file(const cnn_session *s) {
+    return s->n_prepared_in_file;
+}
+
 // Rows [k0, k0+rows) of conv i's batch norm folded into its weights (into w_out, rows x per_k)
 // and bias (into own_bias[i] + k0).
 static void fold_rows(const cnn_session *s, int i, int k0, int rows, float *w_out) {
@@ -234,6 +316,9 @@ static int fill_weights(cnn_session *s, int i, float **scratch, size_t *scratch_
     const cnn_node *nd = &s->model->nodes[i];
     const int K = nd->c, per_k = conv_per_k(s, nd), folded = s->folded_bn[i] >= 0;
     const weight_form form = conv_weight_form(s, nd);
+    // the run in the arena: the folded bias (own_bias), then the weights
+    float *dst = s->prepared[i] ? (float *)s->prepared[i] + (folded ? bias_run_floats(K) : 0)
+                                : NULL;
     const int packed_t = form == WEIGHTS_PACKED_T;
     const int unit = packed_t ? sgemm_packed_at_panel() : sgemm_packed_a_sliver();   // rows
     size_t need = 0;
@@ -247,7 +332,6 @@ static int fill_weights(cnn_session *s, int i, float **scratch, size_t *scratch_
         if (!*scratch) return 0;
     }
     if (form == WEIGHTS_PACKED || packed_t) {
-        float *dst = (float *)s->packed[i].data;
         for (int k0 = 0; k0 < K; k0 += unit) {
             int rows = K - k0 < unit ? K - k0 : unit;
             const float *w = nd->p.conv.weight + (size_t)k0 * per_k;
@@ -267,7 +351,7 @@ static int fill_weights(cnn_session *s, int i, float **scratch, size_t *scratch_
             U = *scratch + (size_t)K * per_k;
         }
         winograd_transform_weights(U, w, K, per_k / 9);
-        winograd_pack_weights(s->winograd_u[i], U, K, per_k / 9);
+        winograd_pack_weights(dst, U, K, per_k / 9);
     } else if (folded) {
         fold_rows(s, i, 0, K, s->own_weight[i]);
     }
@@ -319,6 +403,10 @@ static cnn_status prepare_weights(cnn_session *s) {
     const cnn_model *m = s->model;
     int *convs = malloc((size_t)m->n_nodes * sizeof *convs), n_convs = 0;
     if (!convs) return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory planning the weights", m->path);
+    // Convs whose prepared weights the file holds (cnnscope pack) read them from there.
+    char layout[PREPARED_LAYOUT_MAX];
+    prepared_layout(layout);
+    int layout_matches = m->prepared_layout && strcmp(m->prepared_layout, layout) == 0;
     // Two passes over the layers: the first adds up the arena, the second hands it out.
     size_t used = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -339,27 +427,35 @@ static cnn_status prepare_weights(cnn_session *s) {
                 continue;
             }
             if (nd->op != CNN_OP_CONV2D) continue;
-            int K = nd->c, per_k = conv_per_k(s, nd);
+            int K = nd->c, per_k = conv_per_k(s, nd), folded = s->folded_bn[i] >= 0;
             weight_form form = conv_weight_form(s, nd);
-            float *bias = NULL, *weight = NULL, *u = NULL, *packed = NULL;
-            if (s->folded_bn[i] >= 0) {
-                bias = take(arena, &used, (size_t)K);
-                if (form == WEIGHTS_AS_STORED) weight = take(arena, &used, (size_t)K * per_k);
+            if (form == WEIGHTS_AS_STORED) {   // only a folded batch norm to store
+                if (!folded) continue;
+                float *bias = take(arena, &used, (size_t)K);
+                float *weight = take(arena, &used, (size_t)K * per_k);
+                if (pass == 0) continue;
+                s->bias[i] = s->own_bias[i] = bias;
+                s->weight[i] = s->own_weight[i] = weight;
+                convs[n_convs++] = i;
+                continue;
             }
-            if (form == WEIGHTS_WINOGRAD)
-                u = take(arena, &used, winograd_packed_weight_floats(K, per_k / 9));
-            if (form == WEIGHTS_PACKED)
-                packed = take(arena, &used, sgemm_packed_a_floats(K, per_k));
-            if (form == WEIGHTS_PACKED_T)
-                packed = take(arena, &used, sgemm_packed_at_floats(K, per_k));
+            size_t floats = prepared_run_floats(form, K, per_k, folded);
+            if (pass == 0) {
+                const float *stored;
+                cnn_status st = find_prepared(s, i, form, floats, layout_matches, &stored);
+                if (st != CNN_OK) {
+                    free(convs);
+                    return st;
+                }
+                s->prepared_in_file[i] = stored != NULL;
+                s->n_prepared_in_file += stored != NULL;
+                if (stored) use_prepared(s, i, form, stored, floats);
+            }
+            if (s->prepared_in_file[i]) continue;
+            float *run = take(arena, &used, floats);
             if (pass == 0) continue;
-            if (bias) s->bias[i] = s->own_bias[i] = bias;
-            if (s->folded_bn[i] >= 0) s->weight[i] = s->own_weight[i] = weight;
-            s->winograd_u[i] = u;
-            if (packed)
-                s->packed[i] = form == WEIGHTS_PACKED_T ? sgemm_packed_at_of(packed, K, per_k)
-                                                        : sgemm_packed_a_of(packed, K, per_k);
-            if (form != WEIGHTS_AS_STORED) s->weight[i] = NULL;   // the kernels read their copy
+            use_prepared(s, i, form, run, floats);
+            if (folded) s->own_bias[i] = run;
             convs[n_convs++] = i;
         }
         if (pass == 0 && used > 0) {
@@ -541,6 +637,9 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
         s->residual_of = calloc((size_t)nn, sizeof(int));
         s->relu_of = calloc((size_t)nn, 1);
         s->winograd_u = calloc((size_t)nn, sizeof(float *));
+        s->prepared = calloc((size_t)nn, sizeof(float *));
+        s->prepared_floats = calloc((size_t)nn, sizeof(size_t));
+        s->prepared_in_file = calloc((size_t)nn, 1);
         s->own_weight = calloc((size_t)nn, sizeof(float *));
         s->own_bias = calloc((size_t)nn, sizeof(float *));
         s->packed = calloc((size_t)nn, sizeof(sgemm_packed_a));
@@ -552,7 +651,8 @@ cnn_status cnn_session_create(const cnn_model *m, int batch, const cnn_session_o
     }
     if (!s || !readers || !s->needed || !s->kept || !s->computed || !s->folded_bn ||
         !s->absorbed_by || !s->hidden || !s->residual_of || !s->relu_of || !s->winograd_u ||
-        !s->own_weight || !s->own_bias || !s->packed ||
+        !s->own_weight || !s->own_bias || !s->packed || !s->prepared || !s->prepared_floats ||
+        !s->prepared_in_file ||
         !s->buffer_of || !s->weight || !s->bias || !s->buffers || !s->tensors) {
         free(readers);
         cnn_session_free(s);

@@ -15,6 +15,7 @@
 #include <immintrin.h>
 #include <pthread.h>
 
+#include "crc32-fold.h"
 #include "kernels.h"
 
 #define CRC32_POLY 0x104C11DB7ull   // P, with its x^32 term
@@ -54,6 +55,10 @@ static uint64_t fold_constant(int n) {
     return reflect(x_pow_mod_p(n), 32) << 1;
 }
 
+uint64_t cnn_crc32_fold_constant__pclmul(int n) {
+    return fold_constant(n);
+}
+
 static __m128i k512, k128;   // {x^(512+32), x^(512-32)}, {x^(128+32), x^(128-32)} mod P
 static uint64_t k64, mu, poly;
 static pthread_once_t constants_once = PTHREAD_ONCE_INIT;
@@ -88,6 +93,11 @@ uint32_t cnn_crc32_blocks__pclmul(uint32_t state, const unsigned char *p, size_t
         x3 = fold(x3, k512, _mm_loadu_si128((const __m128i *)(p + 48)));
     }
     __m128i x = fold(fold(fold(x0, k128, x1), k128, x2), k128, x3);   // into one chunk
+    return cnn_crc32_fold_tail__pclmul(x, p, n);
+}
+
+uint32_t cnn_crc32_fold_tail__pclmul(__m128i x, const unsigned char *p, size_t n) {
+    pthread_once(&constants_once, constants_init);
     for (; n >= 16; p += 16, n -= 16) x = fold(x, k128, _mm_loadu_si128((const __m128i *)p));
     // 128 -> 64 bits: the low half folded onto the high half, 64 bits forward.
     x = _mm_xor_si128(_mm_clmulepi64_si128(x, k128, 0x10), _mm_srli_si128(x, 8));

@@ -158,6 +158,8 @@ void cnn_f32_gemv2_4x32__avx512(int rows, int n, const float *restrict w, size_t
 // CRC-32 (IEEE) of n bytes, n >= 64 and a multiple of 16, from the running (not inverted)
 // register `state`; returns the new register. Needs PCLMULQDQ (crc32.c checks).
 uint32_t cnn_crc32_blocks__pclmul(uint32_t state, const unsigned char *p, size_t n);
+// The same with 256-bit folds, for n >= 128; needs AVX2 and VPCLMULQDQ.
+uint32_t cnn_crc32_blocks__vpclmul(uint32_t state, const unsigned char *p, size_t n);
 #endif
 #if defined(__aarch64__)
 void cnn_f32_gemm_8x8__neon(int mr, int nr, int kc, const float *restrict a_packed,

@@ -24,6 +24,7 @@
 
 #include "cnnscope.h"
 #include "crc32.h"
+#include "kernels/kernels.h"
 #include "model.h"
 #include "ops.h"
 
@@ -109,6 +110,26 @@ static uint32_t crc32_bitwise(const unsigned char *p, size_t n) {
     return ~crc;
 }
 
+// crc32_ieee_visit's visitor for the test: adds up the bytes it sees (from several threads),
+// notes a block that does not start at a multiple of 64, and returns 1 for the block holding
+// byte `marked`.
+typedef struct {
+    size_t bytes, marked;
+    int misaligned;
+} visit_log;
+
+static unsigned log_block(void *ctx, size_t offset, const unsigned char *block, size_t len) {
+    visit_log *log = ctx;
+    (void)block;
+    #pragma omp atomic
+    log->bytes += len;
+    if (offset % 64 != 0) {
+        #pragma omp atomic write
+        log->misaligned = 1;
+    }
+    return offset <= log->marked && log->marked < offset + len;
+}
+
 static void test_crc32(void) {
     CHECK(crc32_ieee(0, "123456789", 9) == 0xCBF43926u, "crc32('123456789') = 0x%08x",
           crc32_ieee(0, "123456789", 9));
@@ -164,10 +185,35 @@ static void test_crc32(void) {
     got = crc32_ieee(0x12345678u, big, big_n);
     CHECK(got == want, "crc32 of %zu bytes in pieces after a prefix = 0x%08x, expected 0x%08x",
           big_n, got, want);
+    // The visiting CRC: the same value, blocks that cover the buffer once, each at a multiple
+    // of 64, and the OR of what the visits return (here: the block holding byte `marked`).
+    visit_log log = {0, big_n / 2 + 5, 0};
+    unsigned visited = 0;
+    got = crc32_ieee_visit(0x12345678u, big, big_n, log_block, &log, &visited);
+    CHECK(got == want, "crc32_ieee_visit of %zu bytes = 0x%08x, expected 0x%08x", big_n, got, want);
+    CHECK(log.bytes == big_n, "the visits covered %zu bytes, expected %zu", log.bytes, big_n);
+    CHECK(!log.misaligned, "a visited block started at an offset that is not a multiple of 64");
+    CHECK(visited == 1, "crc32_ieee_visit's OR of the visits is %u, expected 1", visited);
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #endif
     free(big);
+#if defined(__x86_64__)
+    // Each carry-less-multiply kernel on its own, where the CPU has it (crc32_ieee picks one
+    // per CPU, so the other is not reached above): whole 16-byte blocks, from the register ~0.
+    for (int wide = 0; wide < 2; wide++) {
+        if (!__builtin_cpu_supports("pclmul")) break;
+        if (wide && !(__builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("avx2")))
+            break;
+        for (size_t n = wide ? 128 : 64; n <= 4096; n += 16) {
+            uint32_t want_n = crc32_bitwise(buf + 3, n);
+            uint32_t got_n = ~(wide ? cnn_crc32_blocks__vpclmul(~0u, buf + 3, n)
+                                    : cnn_crc32_blocks__pclmul(~0u, buf + 3, n));
+            CHECK(got_n == want_n, "cnn_crc32_blocks__%s(n %zu) = 0x%08x, expected 0x%08x",
+                  wide ? "vpclmul" : "pclmul", n, got_n, want_n);
+        }
+    }
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -121,6 +121,56 @@ static int check_gemm_ukernel(const cnn_kernel_table *kt, int mr, int nr, int kc
     return ok;
 }
 
+// One call with a transposed finish (kernels.h: finish->out, the tile of C^T = B^T A^T going
+// to C transposed): element (i, j) must land at out[j*ld_out + i] finished with bias[j] and
+// residual[j*ldr + i], exactly as float arithmetic on the kernel's own sums gives it (the same
+// call without a finish, into a plain tile), and nothing else in `out` may change. 1 if so.
+static int check_gemm_ukernel_transposed(const cnn_kernel_table *kt, int mr, int nr, int kc,
+                                         int accumulate, int finish_kind) {
+    const int MR = kt->mr, NR = kt->nr;
+    float *a = random_array((size_t)kc * MR, 1.0f), *b = random_array((size_t)kc * NR, 1.0f);
+    for (int p = 0; p < kc; p++) {
+        for (int i = mr; i < MR; i++) a[(size_t)p * MR + i] = 0.0f;
+        for (int j = nr; j < NR; j++) b[(size_t)p * NR + j] = 0.0f;
+    }
+    const int c_stride = NR, ld_out = mr + 3, ldr = mr + 2;
+    float *c = random_array((size_t)MR * c_stride, 1.0f);   // the partial sums, when accumulating
+    float *sums = xmalloc((size_t)MR * c_stride * sizeof(float));
+    memcpy(sums, c, (size_t)MR * c_stride * sizeof(float));
+    kt->gemm(mr, nr, kc, a, b, sums, (size_t)c_stride, accumulate, NULL, NULL, 0);
+    float *bias = random_array((size_t)nr, 1.0f), *residual = random_array((size_t)nr * ldr, 1.0f);
+    size_t out_len = (size_t)(nr + 1) * ld_out;
+    float *out = xmalloc(out_len * sizeof(float));
+    for (size_t e = 0; e < out_len; e++) out[e] = SENTINEL;
+    cnn_gemm_finish fin = {.bias = finish_kind == 1 || finish_kind == 2 ? bias : NULL,
+                           .residual = finish_kind >= 2 ? residual : NULL, .ldr = (size_t)ldr,
+                           .relu = finish_kind == 1 || finish_kind == 2, .out = out,
+                           .ld_out = (size_t)ld_out};
+    kt->gemm(mr, nr, kc, a, b, c, (size_t)c_stride, accumulate, &fin, NULL, 0);
+    int ok = 1;
+    for (size_t e = 0; e < out_len && ok; e++) {
+        int j = (int)(e / ld_out), i = (int)(e % ld_out);
+        float want = SENTINEL;
+        if (i < mr && j < nr) {
+            want = sums[(size_t)i * c_stride + j];
+            if (fin.bias) want += bias[j];
+            if (fin.residual) want += residual[(size_t)j * ldr + i];
+            if (fin.relu && want < 0.0f) want = 0.0f;
+        }
+        if (memcmp(&out[e], &want, sizeof want) != 0) {
+            printf("FAIL [%s] gemm micro-kernel %dx%d, transposed finish: out[%d][%d] is %.9g, "
+                   "expected %.9g%s\n  mr=%d nr=%d kc=%d accumulate=%d finish=%d\n", isa_name,
+                   MR, NR, j, i, out[e], want,
+                   i < mr && j < nr ? "" : " (outside the block: must be untouched)", mr, nr, kc,
+                   accumulate, finish_kind);
+            failures++;
+            ok = 0;
+        }
+    }
+    free(a); free(b); free(c); free(sums); free(bias); free(residual); free(out);
+    return ok;
+}
+
 // The finish's ReLU is relu_forward_ref's: a NaN sum stays NaN (a max instruction could make
 // it 0, a silent wrong answer), a negative one becomes +0. Every row and column of a full tile.
 static int check_gemm_finish_nan(const cnn_kernel_table *kt) {
@@ -158,7 +208,9 @@ static void test_gemm_ukernel(const cnn_kernel_table *kt) {
                 int stride = nr + rng_int(0, 5);
                 passed += check_gemm_ukernel(kt, mr, nr, kcs[k], stride, (mr + nr + k) % 2,
                                              (mr * 3 + nr + k) % FINISH_KINDS);
-                cases++;
+                passed += check_gemm_ukernel_transposed(kt, mr, nr, kcs[k], (mr + nr + k + 1) % 2,
+                                                        (mr + nr * 3 + k) % FINISH_KINDS);
+                cases += 2;
             }
         }
     }

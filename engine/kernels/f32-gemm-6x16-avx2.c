@@ -7,8 +7,9 @@
 // 6 broadcasts of A, 12 FMAs. A full tile is finished (bias, residual, ReLU) in registers in
 // the last slice of K, a transposed product's full tile transposed in registers on its way to
 // C (through the shared edge path that store took as long as the tile's 1536 FMAs at kc 256:
-// a ResNet's 1x1 convs on 14x14 maps, K = 256, ran at half the speed of ONNX Runtime's);
-// partial tiles go through the edge path.
+// a ResNet's 1x1 convs on 14x14 maps, K = 256, ran at half the speed of ONNX Runtime's).
+// A partial sliver computes only its rows; partial columns, and partial transposed tiles, go
+// through the shared edge path.
 #if defined(__x86_64__)
 #include <assert.h>
 #include <immintrin.h>
@@ -87,22 +88,25 @@ static inline __attribute__((always_inline)) void store_transposed(__m256 acc[MR
     }
 }
 
-void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
-                             const float *restrict b_packed, float *restrict c, size_t c_stride,
-                             int accumulate, const cnn_gemm_finish *finish, const void *ahead,
-                             int ahead_lines) {
-    // a_packed is (kc, 6), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
-    assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
-    assert(ahead_lines >= 0 && (ahead || ahead_lines == 0));
-    const char *next = ahead;   // the prefetch hint: a line per step of p
+// The tile's first `rows` rows (a constant in each inlined copy, so the loops unroll into
+// straight code with the accumulators in registers): a partial sliver - the last 4 of 64
+// channels, the last position of a 7x7 map - costs its own rows' FMAs, not 6 rows'. Each
+// row's sum is the same whatever `rows` is.
+static inline __attribute__((always_inline)) void tile(const int rows, int nr, int kc,
+                                                       const float *restrict a_packed,
+                                                       const float *restrict b_packed,
+                                                       float *restrict c, size_t c_stride,
+                                                       int accumulate,
+                                                       const cnn_gemm_finish *finish,
+                                                       const char *ahead, int ahead_lines) {
     __m256 acc[MR][2];
     #pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (int p = 0; p < kc; p++) {
-        if (p < ahead_lines) _mm_prefetch(next + (size_t)p * 64, _MM_HINT_T1);
+        if (p < ahead_lines) _mm_prefetch(ahead + (size_t)p * 64, _MM_HINT_T1);
         __m256 b0 = _mm256_loadu_ps(b_packed), b1 = _mm256_loadu_ps(b_packed + 8);
         #pragma GCC unroll 6
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < rows; i++) {
             __m256 a = _mm256_broadcast_ss(a_packed + i);
             acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
@@ -110,21 +114,22 @@ void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_pac
         a_packed += MR;
         b_packed += NR;
     }
-    if (mr == MR && nr == NR) {
+    const int transposed = finish && finish->out;
+    if (nr == NR && (rows == MR || !transposed)) {
         if (accumulate) {
             #pragma GCC unroll 6
-            for (int i = 0; i < MR; i++) {
+            for (int i = 0; i < rows; i++) {
                 const float *c_row = c + (size_t)i * c_stride;
                 acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(c_row), acc[i][0]);
                 acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(c_row + 8), acc[i][1]);
             }
         }
-        if (finish && finish->out) {   // a transposed product's tile: c is only read
+        if (transposed) {   // a transposed product's tile: c is only read
             store_transposed(acc, finish);
             return;
         }
         #pragma GCC unroll 6
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < rows; i++) {
             float *c_row = c + (size_t)i * c_stride;
             if (finish) {
                 acc[i][0] = finish_vector(finish, i, 0, acc[i][0]);
@@ -135,12 +140,30 @@ void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_pac
         }
         return;
     }
-    float tile[MR][NR];   // partial or transposed tile: through the shared edge path
+    float t[MR][NR];   // partial columns, or a partial transposed tile: the shared edge path
     #pragma GCC unroll 6
-    for (int i = 0; i < MR; i++) {
-        _mm256_storeu_ps(&tile[i][0], acc[i][0]);
-        _mm256_storeu_ps(&tile[i][8], acc[i][1]);
+    for (int i = 0; i < rows; i++) {
+        _mm256_storeu_ps(&t[i][0], acc[i][0]);
+        _mm256_storeu_ps(&t[i][8], acc[i][1]);
     }
-    cnn_gemm_store_edge(mr, nr, &tile[0][0], NR, c, c_stride, accumulate, finish);
+    cnn_gemm_store_edge(rows, nr, &t[0][0], NR, c, c_stride, accumulate, finish);
+}
+
+void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
+                             const float *restrict b_packed, float *restrict c, size_t c_stride,
+                             int accumulate, const cnn_gemm_finish *finish, const void *ahead,
+                             int ahead_lines) {
+    // a_packed is (kc, 6), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
+    assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
+    assert(ahead_lines >= 0 && (ahead || ahead_lines == 0));
+#define ROWS(r)                                                                            \
+    case r:                                                                                \
+        tile(r, nr, kc, a_packed, b_packed, c, c_stride, accumulate, finish, ahead,        \
+             ahead_lines);                                                                 \
+        break;
+    switch (mr) {
+        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6)
+    }
+#undef ROWS
 }
 #endif

@@ -550,7 +550,7 @@ static unsigned visit_data_non_finite(void *ctx, size_t offset, const unsigned c
     uint64_t start = 16 + (uint64_t)offset, end = start + len;
     uint64_t lo = start > L->scanned_lo ? start : L->scanned_lo;
     uint64_t hi = end < L->scanned_hi ? end : L->scanned_hi;
-    if (lo >= hi) return 0;
+    if (lo >= hi || L->scanned_lo % DATA_ALIGN != 0) return 0;   // (a misaligned file fails step 2)
     return (unsigned)any_non_finite((const float *)(block + (lo - start)), (int64_t)(hi - lo) / 4);
 }
 

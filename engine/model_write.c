@@ -16,7 +16,10 @@
 #include "model.h"
 #include "model_write.h"
 
-enum { HEADER_BYTES = 128, ALIGN = 64, MAX_META_ENTRIES = 256, DTYPE_F32 = 1 };
+// The format's limits (weights/FORMAT.md), which the loader enforces: a file this writes must
+// load.
+enum { HEADER_BYTES = 128, ALIGN = 64, MAX_META_ENTRIES = 256, MAX_STR_BYTES = 4096,
+       MAX_TENSORS = 100000, DTYPE_F32 = 1 };
 
 static uint64_t align_up(uint64_t x) {
     return (x + ALIGN - 1) / ALIGN * ALIGN;
@@ -238,6 +241,20 @@ cnn_status model_write_changed(const cnn_model *m, const char *path,
         if (drop_len && strncmp(m->tensors[t].name, changes->drop_prefix, drop_len) == 0)
             continue;
         w.kept[w.n_kept++] = t;
+    }
+    if (w.n_kept + changes->n_tensors > MAX_TENSORS) {
+        free(w.kept);
+        free(w.meta);
+        return cnn_fail(CNN_ERR_LIMIT, "%s: %d tensors, at most %d", path,
+                        w.n_kept + changes->n_tensors, MAX_TENSORS);
+    }
+    for (int t = 0; t < changes->n_tensors; t++) {
+        if (strlen(changes->tensors[t].name) > MAX_STR_BYTES) {
+            free(w.kept);
+            free(w.meta);
+            return cnn_fail(CNN_ERR_LIMIT, "%s: tensor name '%.60s...' is longer than %d bytes",
+                            path, changes->tensors[t].name, MAX_STR_BYTES);
+        }
     }
     // The table's size does not depend on the offsets in it: measure it, then lay out the data.
     w.table_off = HEADER_BYTES + w.meta_size + w.graph_size;

@@ -228,6 +228,12 @@ def last_line_numbers(out, what):
     return float(m.group(1)), float(m.group(2))
 
 
+def load_ms_of(out):
+    """The load time from `cnnscope bench`'s 'load: X ms' line, or None."""
+    m = re.search(r"^load: ([\d.]+) ms", out, re.M)
+    return float(m.group(1)) if m else None
+
+
 def run_engine(engine, cmd, tag):
     """One engine's process: {ms, rss, ...} from its last line, or {error} if it failed."""
     try:
@@ -242,8 +248,7 @@ def run_engine(engine, cmd, tag):
     if engine == "cnnscope":
         m = re.search(r"kernels (\w+)", out)
         r["isa"] = m.group(1) if m else None
-        m = re.search(r"^load: ([\d.]+) ms", out, re.M)
-        r["load_ms"] = float(m.group(1)) if m else None
+        r["load_ms"] = load_ms_of(out)
     return r
 
 
@@ -306,11 +311,11 @@ def packed_load(arch, threads):
             with open(os.path.join(RESULTS_DIR, "cnnscope-%s-packed-load-r%d.txt" % (arch, k + 1)),
                       "w") as f:
                 f.write(out)
-            m = re.search(r"^load: ([\d.]+) ms", out, re.M)
+            load_ms = load_ms_of(out)
             c = re.search(r"^prepared weights: (\d+) convs", out, re.M)
-            if not m or not c:
+            if load_ms is None or not c:
                 raise BenchError("%s: no 'load:' or 'prepared weights:' line in:\n%s" % (packed, out[-2000:]))
-            loads.append(float(m.group(1)))
+            loads.append(load_ms)
             convs = int(c.group(1))
     except BenchError as e:
         log("  %s" % str(e).replace("\n", "\n    "))

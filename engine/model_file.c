@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "crc32.h"
+#include "model_format.h"
 #include "prepared.h"
 #include "model.h"
 #include "ops.h"
@@ -41,18 +42,6 @@
 // ---------------------------------------------------------------------------------------------
 // The format's constants and limits (FORMAT.md)
 
-#define FILE_MAGIC "CNNSCOPE"
-#define FILE_VERSION 1
-#define HEADER_BYTES 128
-#define RESERVED_OFFSET 88     // header bytes 88..127 are reserved and zero
-#define DATA_ALIGN 64          // data section and every tensor start at a multiple of this
-#define MAX_STR_BYTES 4096
-#define MAX_DICT_ENTRIES 256
-#define MAX_NUM_LIST 64        // int and float lists
-#define MAX_STR_LIST 100000
-#define MAX_NODES 100000
-#define MAX_TENSORS 100000
-#define DTYPE_F32 1
 
 // The smallest possible records: they bound a count by its section's size before allocating.
 #define MIN_NODE_BYTES 16      // empty op, empty name, u32 n_inputs = 0, u32 attr count = 0
@@ -209,14 +198,6 @@ static void set_where(loader *L, const char *fmt, ...) {
 
 static cnn_status out_of_memory(loader *L, const char *what) {
     return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory while loading (%s)", L->path, what);
-}
-
-static uint32_t le32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const uint8_t *p) {
-    return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
 }
 
 static double lef64(const uint8_t *p) {

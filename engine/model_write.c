@@ -14,23 +14,12 @@
 
 #include "crc32.h"
 #include "model.h"
+#include "model_format.h"
 #include "model_write.h"
 
-// The format's limits (weights/FORMAT.md), which the loader enforces: a file this writes must
-// load.
-enum { HEADER_BYTES = 128, ALIGN = 64, MAX_META_ENTRIES = 256, MAX_STR_BYTES = 4096,
-       MAX_TENSORS = 100000, DTYPE_F32 = 1 };
 
 static uint64_t align_up(uint64_t x) {
-    return (x + ALIGN - 1) / ALIGN * ALIGN;
-}
-
-static uint32_t get32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p) {
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+    return (x + DATA_ALIGN - 1) / DATA_ALIGN * DATA_ALIGN;
 }
 
 static void put32(uint8_t *p, uint32_t v) {
@@ -46,11 +35,11 @@ static size_t value_bytes(const uint8_t *p) {
     const uint8_t *v = p + 1;
     switch (p[0]) {
     case 1: case 2: return 1 + 8;                           // int, float
-    case 3: return 1 + 4 + get32(v);                        // string
-    case 4: case 5: return 1 + 4 + 8 * (size_t)get32(v);    // int list, float list
+    case 3: return 1 + 4 + le32(v);                        // string
+    case 4: case 5: return 1 + 4 + 8 * (size_t)le32(v);    // int list, float list
     default: {                                              // 6: string list
-        size_t n = get32(v), at = 4;
-        for (size_t k = 0; k < n; k++) at += 4 + get32(v + at);
+        size_t n = le32(v), at = 4;
+        for (size_t k = 0; k < n; k++) at += 4 + le32(v + at);
         return 1 + at;
     }
     }
@@ -79,9 +68,9 @@ static void emit(writer *w, const void *bytes, size_t n) {
 }
 
 static void emit_zeros(writer *w, uint64_t n) {
-    static const uint8_t zeros[ALIGN];
+    static const uint8_t zeros[DATA_ALIGN];
     while (n > 0) {
-        size_t k = n < ALIGN ? (size_t)n : ALIGN;
+        size_t k = n < DATA_ALIGN ? (size_t)n : DATA_ALIGN;
         emit(w, zeros, k);
         n -= k;
     }
@@ -176,8 +165,8 @@ static void emit_file(writer *w) {
 static cnn_status write_fn(void *user, FILE *f) {
     writer *w = user;
     uint8_t start[16];
-    memcpy(start, "CNNSCOPE", 8);
-    put32(start + 8, 1);   // format version
+    memcpy(start, FILE_MAGIC, 8);
+    put32(start + 8, FILE_VERSION);
     put32(start + 12, w->crc);
     fwrite(start, 1, sizeof start, f);
     w->f = f;
@@ -188,16 +177,16 @@ static cnn_status write_fn(void *user, FILE *f) {
 // The new meta section: the old entries but `key`, then key = value.
 static cnn_status build_meta(writer *w, const char *path) {
     const uint8_t *file = w->m->file;
-    const uint8_t *meta = file + get64(file + 24);
-    uint32_t count = get32(meta), kept = 0;
+    const uint8_t *meta = file + le64(file + 24);
+    uint32_t count = le32(meta), kept = 0;
     size_t key_len = strlen(w->ch->meta_key), value_len = strlen(w->ch->meta_value);
-    size_t cap = get64(file + 32) + 4 + key_len + 1 + 4 + value_len;
+    size_t cap = le64(file + 32) + 4 + key_len + 1 + 4 + value_len;
     if (!(w->meta = malloc(cap))) return cnn_fail(CNN_ERR_NOMEM, "%s: out of memory", path);
     size_t out = 4, at = 4;
     for (uint32_t k = 0; k < count; k++) {
-        size_t entry = 4 + get32(meta + at);
+        size_t entry = 4 + le32(meta + at);
         entry += value_bytes(meta + at + entry);
-        int same = get32(meta + at) == key_len && memcmp(meta + at + 4, w->ch->meta_key, key_len) == 0;
+        int same = le32(meta + at) == key_len && memcmp(meta + at + 4, w->ch->meta_key, key_len) == 0;
         if (!same) {
             memcpy(w->meta + out, meta + at, entry);
             out += entry;
@@ -205,9 +194,9 @@ static cnn_status build_meta(writer *w, const char *path) {
         }
         at += entry;
     }
-    if (kept + 1 > MAX_META_ENTRIES) {
+    if (kept + 1 > MAX_DICT_ENTRIES) {
         return cnn_fail(CNN_ERR_LIMIT, "%s: the meta dict would have %u keys, at most %d",
-                        path, kept + 1, MAX_META_ENTRIES);
+                        path, kept + 1, MAX_DICT_ENTRIES);
     }
     put32(w->meta, kept + 1);
     put32(w->meta + out, (uint32_t)key_len);
@@ -229,8 +218,8 @@ cnn_status model_write_changed(const cnn_model *m, const char *path,
         free(w.meta);
         return st;
     }
-    w.graph = m->file + get64(m->file + 40);
-    w.graph_size = (size_t)get64(m->file + 48);
+    w.graph = m->file + le64(m->file + 40);
+    w.graph_size = (size_t)le64(m->file + 48);
     w.kept = malloc(((size_t)m->n_tensors + 1) * sizeof *w.kept);
     if (!w.kept) {
         free(w.meta);

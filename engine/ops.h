@@ -90,6 +90,9 @@ void avgpool_forward_ref(float *out, const float *inp, int N, int C, int H, int 
 // [floor(i*H/OH), ceil((i+1)*H/OH)) as in PyTorch.
 void adaptive_avgpool_forward_ref(float *out, const float *inp, int N, int C, int H, int W,
                                   int OH, int OW);
+// The same numbers; an output as large as the input (every window one pixel) in one pass.
+void adaptive_avgpool_forward(float *out, const float *inp, int N, int C, int H, int W, int OH,
+                              int OW);
 
 // linear: out [N,OUT], inp [N,IN], weight [OUT,IN], bias [OUT] or NULL.
 void linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,

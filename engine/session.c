@@ -768,7 +768,10 @@ static void run_node(cnn_session *s, int i, int n) {
         avgpool_forward_ref(out, x, n, a->c, a->h, a->w, nd->h, nd->w, &nd->window);
         break;
     case CNN_OP_ADAPTIVE_AVGPOOL:
-        adaptive_avgpool_forward_ref(out, x, n, a->c, a->h, a->w, nd->h, nd->w);
+        if (ref)
+            adaptive_avgpool_forward_ref(out, x, n, a->c, a->h, a->w, nd->h, nd->w);
+        else
+            adaptive_avgpool_forward(out, x, n, a->c, a->h, a->w, nd->h, nd->w);
         break;
     case CNN_OP_LINEAR:
         if (ref)

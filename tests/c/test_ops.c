@@ -174,6 +174,22 @@ static void test_pool_by_hand(void) {
     // to 1x1: the mean of everything, (0+...+4)*5/25 + 10*(0+...+4)*5/25 = 2 + 20
     adaptive_avgpool_forward_ref(out, grid, 1, 1, 5, 5, 1, 1);
     expect_values("adaptive_avgpool 5->1", out, (const float[]){22}, 1);
+    // the fast path: 5 -> 5 (one pixel per window) bit for bit the reference, -0 and NaN
+    // included; 5 -> 3 through it gives the reference's values
+    grid[3] = -0.0f;
+    grid[7] = NAN;
+    float fast[25], ref[25];
+    adaptive_avgpool_forward_ref(ref, grid, 1, 1, 5, 5, 5, 5);
+    adaptive_avgpool_forward(fast, grid, 1, 1, 5, 5, 5, 5);
+    if (!(memcmp(fast, ref, sizeof ref) == 0 && !signbit(fast[3]) && isnan(fast[7]))) {
+        printf("FAIL adaptive_avgpool 5->5: the fast path is not the reference bit for bit\n");
+        failures++;
+    }
+    grid[3] = 3.0f;
+    grid[7] = 12.0f;   // (row 1, column 2)
+    adaptive_avgpool_forward(out, grid, 1, 1, 5, 5, 3, 3);
+    expect_values("adaptive_avgpool 5->3 (fast entry)", out,
+                  (const float[]){5.5f, 7, 8.5f, 20.5f, 22, 23.5f, 35.5f, 37, 38.5f}, 9);
 }
 
 // maxpool_forward against maxpool_forward_ref on random windows (kernel 1-5, stride 1-3,

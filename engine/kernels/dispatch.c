@@ -28,7 +28,8 @@ static const cnn_kernel_table tables[] = {
     [CNN_ISA_AVX2] = {CNN_ISA_AVX2, "avx2", cnn_f32_gemm_6x16__avx2, 6, 16, 256,
                       cnn_f32_gemv_4x16__avx2, NULL},
     [CNN_ISA_AVX512] = {CNN_ISA_AVX512, "avx512", cnn_f32_gemm_14x32__avx512, 14, 32, 256,
-                        cnn_f32_gemv_4x32__avx512, cnn_f32_gemv2_4x32__avx512},
+                        cnn_f32_gemv_4x32__avx512, cnn_f32_gemv2_4x32__avx512,
+                        cnn_f32_gemm_rows_14x32__avx512},
 #else
     [CNN_ISA_AVX2] = {CNN_ISA_AVX2, "avx2", NULL, 0, 0, 0, NULL, NULL},
     [CNN_ISA_AVX512] = {CNN_ISA_AVX512, "avx512", NULL, 0, 0, 0, NULL, NULL},

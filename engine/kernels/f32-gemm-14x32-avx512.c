@@ -11,6 +11,8 @@
 // the transposed product, has 2 and 7) and, when it has at most 16 columns, only the first
 // vector of each row; the last vector's columns through masked loads and stores. Each sum is
 // the one the full tile makes.
+// cnn_f32_gemm_rows_14x32__avx512 is the same tile with B's rows read in place, at offsets
+// the caller gives (a direct convolution's input runs, conv2d.c).
 // In the last slice of K the tile is finished in registers (bias, residual, ReLU) before its
 // one store, and a transposed product's tile is transposed in registers on its way to C. The
 // caller's prefetch hint costs one prefetch per step of p.
@@ -99,18 +101,21 @@ static void store_transposed(int rows, int nr, __m512 acc[MR][2], const cnn_gemm
 
 // The tile's first `rows` rows and first `vectors` (1 or 2) vectors of 16 columns, `nr` of
 // them in C. Inlined with constant rows and vectors, so the loops unroll into straight code
-// with the accumulators in registers.
+// with the accumulators in registers. B's row p is at b_packed + p*NR (a packed panel), or at
+// b_packed + b_offsets[p] (cnn_f32_gemm_rows_14x32__avx512: rows where they lie).
 TILE_FUNCTION tile(const int rows, const int vectors, int nr, int kc,
                   const float *restrict a_packed, const float *restrict b_packed,
-                  float *restrict c, size_t c_stride, int accumulate,
-                  const cnn_gemm_finish *finish, const char *ahead, int ahead_lines) {
+                  const int32_t *restrict b_offsets, float *restrict c, size_t c_stride,
+                  int accumulate, const cnn_gemm_finish *finish, const char *ahead,
+                  int ahead_lines) {
     __m512 acc[MR][2];
     UNROLL_ROWS
     for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int p = 0; p < kc; p++) {
         if (p < ahead_lines) _mm_prefetch(ahead + (size_t)p * 64, _MM_HINT_T1);
-        __m512 b0 = _mm512_loadu_ps(b_packed);
-        __m512 b1 = vectors == 2 ? _mm512_loadu_ps(b_packed + 16) : b0;
+        const float *b_row = b_packed + (b_offsets ? (ptrdiff_t)b_offsets[p] : (ptrdiff_t)p * NR);
+        __m512 b0 = _mm512_loadu_ps(b_row);
+        __m512 b1 = vectors == 2 ? _mm512_loadu_ps(b_row + 16) : b0;
         UNROLL_ROWS
         for (int i = 0; i < rows; i++) {
             __m512 a = _mm512_set1_ps(a_packed[i]);
@@ -118,7 +123,6 @@ TILE_FUNCTION tile(const int rows, const int vectors, int nr, int kc,
             if (vectors == 2) acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
         }
         a_packed += MR;
-        b_packed += NR;
     }
     // Columns [0,16) and [16,32) of the tile that exist in C.
     __mmask16 cols0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
@@ -161,9 +165,31 @@ void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     assert(ahead_lines >= 0 && (ahead || ahead_lines == 0));
     const int v = nr > 16 ? 2 : 1;
-#define CALL_TILE(rows, vectors)                                                       \
-    tile(rows, vectors, nr, kc, a_packed, b_packed, c, c_stride, accumulate, finish, ahead, \
+#define CALL_TILE(rows, vectors)                                                             \
+    tile(rows, vectors, nr, kc, a_packed, b_packed, NULL, c, c_stride, accumulate, finish, ahead, \
          ahead_lines)
+#define ROWS(r)                                \
+    case r:                                    \
+        if (v == 2) CALL_TILE(r, 2);           \
+        else CALL_TILE(r, 1);                  \
+        break;
+    switch (mr) {
+        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7)
+        ROWS(8) ROWS(9) ROWS(10) ROWS(11) ROWS(12) ROWS(13) ROWS(14)
+    }
+#undef ROWS
+#undef CALL_TILE
+}
+
+void cnn_f32_gemm_rows_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
+                                     const float *b, const int32_t *restrict b_offsets,
+                                     float *restrict c, size_t c_stride,
+                                     const cnn_gemm_finish *finish) {
+    // a_packed is (kc, 14), B's row p is b + b_offsets[p] (32 floats readable), c is (mr, nr)
+    assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1 && b_offsets);
+    const int v = nr > 16 ? 2 : 1;
+#define CALL_TILE(rows, vectors) \
+    tile(rows, vectors, nr, kc, a_packed, b, b_offsets, c, c_stride, 0, finish, NULL, 0)
 #define ROWS(r)                                \
     case r:                                    \
         if (v == 2) CALL_TILE(r, 2);           \

@@ -75,6 +75,16 @@ typedef void (*cnn_f32_gemv_ukernel)(int rows, int n, const float *restrict w, s
 typedef void (*cnn_f32_gemv2_ukernel)(int rows, int n, const float *restrict w, size_t w_stride,
                                       const float *x0, const float *x1, float *y0, float *y1);
 
+// The same sum with B's rows read where they are instead of from a packed panel: row p of B
+// is the nr floats at b + b_offsets[p] (nr <= NR; the kernel may read all NR of them, so the
+// caller keeps NR floats readable there). Not accumulating, and no prefetch hint; otherwise
+// the contract, and each sum, of cnn_f32_gemm_ukernel. For a direct convolution (conv2d.c,
+// conv2d_direct): B's row p is tap p of NR neighbouring outputs, a run of input pixels.
+typedef void (*cnn_f32_gemm_rows_ukernel)(int mr, int nr, int kc, const float *restrict a_packed,
+                                          const float *b, const int32_t *restrict b_offsets,
+                                          float *restrict c, size_t c_stride,
+                                          const cnn_gemm_finish *finish);
+
 typedef struct {
     cnn_isa_id isa;
     const char *name;            // "avx512": the CNNSCOPE_ISA spelling
@@ -83,6 +93,7 @@ typedef struct {
     int kc;                      // slice of K per packed panel (sizes the L1/L2 working set)
     cnn_f32_gemv_ukernel gemv;
     cnn_f32_gemv2_ukernel gemv2;   // or NULL: two gemv calls
+    cnn_f32_gemm_rows_ukernel gemm_rows;   // or NULL: no direct convolution
 } cnn_kernel_table;
 
 // The kernels every sgemm / linear call uses: chosen once per process (the widest ISA this
@@ -149,6 +160,10 @@ void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_
                                 const float *restrict b_packed, float *restrict c,
                                 size_t c_stride, int accumulate, const cnn_gemm_finish *finish,
                                 const void *ahead, int ahead_lines);
+void cnn_f32_gemm_rows_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
+                                     const float *b, const int32_t *restrict b_offsets,
+                                     float *restrict c, size_t c_stride,
+                                     const cnn_gemm_finish *finish);
 void cnn_f32_gemv_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,
                                const float *restrict x, float *restrict y);
 void cnn_f32_gemv2_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,

@@ -29,6 +29,7 @@
 #endif
 #include "ops.h"
 #include "gemm.h"
+#include "kernels/kernels.h"
 
 void conv2d_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
                         int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win) {
@@ -100,10 +101,16 @@ int conv2d_winograd_suits(int C, int K, int OH, int OW, const cnn_window *win) {
            K >= 32 && tiles >= 16;   // (padding: the range tests/c/test_winograd.c covers)
 }
 
+static size_t direct_phases_floats(int C, int OH, int OW, const cnn_window *win);
+
 size_t conv2d_workspace_floats(int C, int H, int W, int OH, int OW, const cnn_window *win) {
     (void)H; (void)W;
-    if (!im2col_stored(C, OH, OW, win)) return 0;
-    return (size_t)(C / win->groups) * win->kernel[0] * win->kernel[1] * OH * OW;
+    // The direct path's phase planes, or the stored im2col matrix of the product it falls back
+    // to (weights not packed for these kernels), whichever is larger.
+    size_t direct = direct_phases_floats(C, OH, OW, win), stored = 0;
+    if (im2col_stored(C, OH, OW, win))
+        stored = (size_t)(C / win->groups) * win->kernel[0] * win->kernel[1] * OH * OW;
+    return direct > stored ? direct : stored;
 }
 
 // The output positions o in [*lo, *hi) whose input position o*stride + offset lies in
@@ -207,6 +214,115 @@ static void im2col(float *col, const im2col_view *v, int rows) {
     size_t P = (size_t)v->OH * v->OW;
     #pragma omp parallel for schedule(static) if ((size_t)rows * P > 32768)
     for (int p = 0; p < rows; p++) im2col_row(v, p, 0, (int)P, col + (size_t)p * P);
+}
+
+// ---- Direct convolution, for few input channels --------------------------------------------
+// A network's first conv (3 channels; 7x7 stride 2 in the ResNets, 11x11 stride 4 in AlexNet)
+// has short im2col columns (147 or 363 taps) that few output channels (64) share, and gathering
+// its im2col rows - strided, between padding - took a quarter of its time. Instead the image
+// is rearranged once into phase planes: padded with zeros and split by column phase (for
+// stride sw, phase f of a row holds its columns f, f + sw, f + 2*sw, ...), so that tap (c, r, t)
+// of neighbouring outputs ox, ox+1, ... of output row oy is a run of contiguous floats: padded
+// row oy*sh + r of channel c, phase t % sw, from column ox + t / sw. The GEMM kernel reads B's
+// rows there (cnn_f32_gemm_rows) against the packed weights, one output row of up to NR
+// columns per call: each output is the sum it is in the im2col product (the whole column is
+// one slice of K, summed in the same order), then the same epilogue, so the same numbers.
+//
+//   phases[((c*Hp + y)*sw + f)*Wq + q] = inp[c, y - pad_h, q*sw + f - pad_w] (0 outside)
+//   Hp = (OH-1)*sh + R padded rows; Wq = round_up(OW, NR) + (S-1)/sw columns per phase, so
+//   the kernel's last run (NR floats, past OW into zeros) stays inside.
+typedef struct {
+    int Hp, Wq;
+} direct_geometry;
+
+static direct_geometry direct_geometry_of(int OH, int OW, const cnn_window *win, int NR) {
+    direct_geometry g;
+    g.Hp = (OH - 1) * win->stride[0] + win->kernel[0];
+    g.Wq = (OW + NR - 1) / NR * NR + (win->kernel[1] - 1) / win->stride[1];
+    return g;
+}
+
+// The direct path's phase planes in floats, or 0 when the shape does not take it: few input
+// channels (where gathering dominates), one group, no dilation, the whole column one slice of
+// the current kernels' K (kc), and a kernel table with cnn_f32_gemm_rows.
+enum { DIRECT_MAX_CHANNELS = 4 };
+static size_t direct_phases_floats(int C, int OH, int OW, const cnn_window *win) {
+    const cnn_kernel_table *kt = cnn_kernels();
+    int CRS = C * win->kernel[0] * win->kernel[1];
+    if (!kt->gemm_rows || win->groups != 1 || C > DIRECT_MAX_CHANNELS || CRS > kt->kc ||
+        win->dilation[0] != 1 || win->dilation[1] != 1 || conv2d_path(C, win) != CONV_IM2COL_GEMM)
+        return 0;
+    direct_geometry g = direct_geometry_of(OH, OW, win, kt->nr);
+    size_t floats = (size_t)C * g.Hp * win->stride[1] * g.Wq;
+    return floats < INT32_MAX ? floats : 0;   // (the kernel's offsets are 32-bit)
+}
+
+// Image `inp` (C,H,W) into its phase planes.
+static void direct_phases(float *restrict phases, const float *restrict inp, int C, int H, int W,
+                          const cnn_window *win, direct_geometry g) {
+    const int sw = win->stride[1], ph = win->padding[0], pw = win->padding[1];
+    #pragma omp parallel for schedule(static)
+    for (int row = 0; row < C * g.Hp; row++) {
+        int c = row / g.Hp, iy = row % g.Hp - ph;
+        for (int f = 0; f < sw; f++) {
+            float *dst = phases + ((size_t)row * sw + f) * g.Wq;
+            if (iy < 0 || iy >= H) {
+                memset(dst, 0, (size_t)g.Wq * sizeof(float));
+                continue;
+            }
+            const float *src = inp + ((size_t)c * H + iy) * W;
+            for (int q = 0; q < g.Wq; q++) {
+                int ix = q * sw + f - pw;
+                dst[q] = ix >= 0 && ix < W ? src[ix] : 0.0f;
+            }
+        }
+    }
+}
+
+// The direct path, if this conv takes it (direct_phases_floats, and weights packed for these
+// kernels); returns 0, having done nothing, otherwise.
+static int conv2d_direct(float *out, const float *inp, const sgemm_packed_a *pa,
+                         const float *bias, int N, int C, int H, int W, int K, int OH, int OW,
+                         const cnn_window *win, const float *residual, int relu,
+                         float *workspace) {
+    const cnn_kernel_table *kt = cnn_kernels();
+    const int R = win->kernel[0], S = win->kernel[1], sh = win->stride[0], sw = win->stride[1];
+    const int CRS = C * R * S, MR = kt->mr, NR = kt->nr;
+    if (!workspace || !direct_phases_floats(C, OH, OW, win) || !pa || pa->transposed ||
+        pa->mr != MR || pa->kc != kt->kc || pa->M != K || pa->K != CRS)
+        return 0;
+    direct_geometry g = direct_geometry_of(OH, OW, win, NR);
+    int32_t offsets[256];   // B's row p: tap (c, r, t) from an output row's first phase row
+    if (CRS > (int)(sizeof offsets / sizeof offsets[0])) return 0;
+    for (int p = 0; p < CRS; p++) {
+        int c = p / (R * S), r = (p / S) % R, t = p % S;
+        offsets[p] = (int32_t)((((size_t)c * g.Hp + r) * sw + t % sw) * g.Wq + t / sw);
+    }
+    const size_t P = (size_t)OH * OW;
+    const int slivers = (K + MR - 1) / MR;
+    for (int n = 0; n < N; n++) {
+        direct_phases(workspace, inp + (size_t)n * C * H * W, C, H, W, win, g);
+        float *out_n = out + (size_t)n * K * P;
+        const float *res_n = residual ? residual + (size_t)n * K * P : NULL;
+        // (row-major items: each thread a run of output rows, every sliver of channels in each,
+        // so a thread's share does not depend on how full the last sliver is)
+        #pragma omp parallel for schedule(static)
+        for (int item = 0; item < OH * slivers; item++) {
+            int oy = item / slivers, k0 = item % slivers * MR;
+            int mr = K - k0 < MR ? K - k0 : MR;
+            // (one slice of K: sliver k0 of the packed weights is its (CRS, MR) block)
+            const float *a_sliver = pa->data + (size_t)k0 * CRS;
+            const float *row0 = workspace + (size_t)oy * sh * sw * g.Wq;
+            for (int ox0 = 0; ox0 < OW; ox0 += NR) {
+                int nr = OW - ox0 < NR ? OW - ox0 : NR;
+                size_t at = (size_t)k0 * P + (size_t)oy * OW + ox0;
+                cnn_gemm_finish fin = {bias ? bias + k0 : NULL, res_n ? res_n + at : NULL, P,
+                                       relu, NULL, 0};
+                kt->gemm_rows(mr, nr, CRS, a_sliver, row0 + ox0, offsets, out_n + at, P, &fin);
+            }
+        }
+    }
+    return 1;
 }
 
 // y[i] += a * x[i]; blocks of 8 with a constant trip count so gcc -O2 vectorises them.
@@ -322,6 +438,10 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight,
         }
         return;
     }
+
+    if (conv2d_direct(out, inp, packed, bias, N, C, H, W, K, OH, OW, win, residual, relu,
+                      workspace))
+        return;
 
     // With a batch of at least as many images as threads, each thread takes whole images (its
     // sgemm calls then run serially): no fork and join per small product, and no split of a

@@ -19,6 +19,7 @@
 #include <omp.h>
 #endif
 #include "gemm.h"
+#include "kernels/kernels.h"
 #include "ops.h"
 
 #define RNG_SEED 20240607u   // this test's stream of random shapes and values
@@ -426,6 +427,87 @@ static void test_conv_random(void) {
     printf("conv2d fast vs ref: %d/%d random and blocking-boundary cases agree\n", passed, cases);
 }
 
+// conv2d_forward_fused with weights packed for each ISA, against the reference (+ residual,
+// ReLU), on convs with few input channels: the shapes of the direct path (conv2d.c; on an ISA
+// with cnn_f32_gemm_rows, when the column fits one slice of K), and its edges - strides 1-4,
+// kernels 1x1 to 11x11 (AlexNet's 11x11 column, 363, is too long), output rows shorter and
+// longer than a register tile, a last sliver of channels, padding past the kernel's reach,
+// dilation 2 (not direct) and batches. Each ISA's output is also compared across 1 and 2
+// threads.
+static void test_conv_few_channels(void) {
+    const cnn_isa_id saved = cnn_kernels()->isa;
+#ifdef _OPENMP
+    const int saved_threads = omp_get_max_threads();
+#endif
+    int cases = 0, direct_isas = 0;
+    for (int isa = 0; isa < CNN_ISA_COUNT; isa++) {
+        if (!cnn_kernels_for((cnn_isa_id)isa)) continue;
+        cnn_kernels_force((cnn_isa_id)isa);
+        direct_isas += cnn_kernels()->gemm_rows != NULL;
+        for (int i = 0; i < 40; i++) {
+            static const int sizes[] = {1, 3, 5, 7, 11};
+            conv_case c = {0};
+            c.N = rng_int(1, 3);
+            c.C = rng_int(1, 4);
+            c.K = rng_int(1, 70);
+            int R = sizes[rng_int(0, 4)], S = rng_int(0, 3) ? R : sizes[rng_int(0, 4)];
+            int dilation = rng_int(0, 7) ? 1 : 2;
+            c.win = (cnn_window){.kernel = {R, S}, .stride = {rng_int(1, 4), rng_int(1, 4)},
+                                 .padding = {rng_int(0, R / 2 + 1), rng_int(0, S / 2 + 1)},
+                                 .dilation = {dilation, dilation}, .groups = 1};
+            c.H = rng_int(R * dilation, 60);
+            c.W = rng_int(S * dilation, 90);
+            c.OH = conv_out_size(c.H, R, c.win.stride[0], c.win.padding[0], dilation);
+            c.OW = conv_out_size(c.W, S, c.win.stride[1], c.win.padding[1], dilation);
+            c.has_bias = rng_int(0, 1);
+            int with_residual = rng_int(0, 1), relu = rng_int(0, 1);
+            int CRS = c.C * R * S;
+            size_t n_out = (size_t)c.N * c.K * c.OH * c.OW;
+            float *inp = random_array((size_t)c.N * c.C * c.H * c.W, 1.0f);
+            float *weight = random_array((size_t)c.K * CRS, 1.0f / sqrtf((float)CRS));
+            float *bias = c.has_bias ? random_array(c.K, 0.5f) : NULL;
+            float *residual = with_residual ? random_array(n_out, 1.0f) : NULL;
+            float *packed_data = xmalloc(sgemm_packed_a_floats(c.K, CRS) * sizeof(float));
+            sgemm_packed_a packed = sgemm_pack_a(packed_data, c.K, CRS, weight, CRS);
+            float *ws = xmalloc((conv2d_workspace_floats(c.C, c.H, c.W, c.OH, c.OW, &c.win) + 1) *
+                                sizeof(float));
+            float *ref = xmalloc(n_out * sizeof(float)), *fast = xmalloc(n_out * sizeof(float));
+            conv2d_forward_ref(ref, inp, weight, bias, c.N, c.C, c.H, c.W, c.K, c.OH, c.OW, &c.win);
+            for (size_t j = 0; j < n_out; j++) {
+                float v = ref[j] + (residual ? residual[j] : 0.0f);
+                ref[j] = relu && v < 0.0f ? 0.0f : v;
+            }
+            for (int threads = 1; threads <= 2; threads++) {
+#ifdef _OPENMP
+                omp_set_num_threads(threads);
+#endif
+                float *got = threads == 1 ? fast : xmalloc(n_out * sizeof(float));
+                for (size_t j = 0; j < n_out; j++) got[j] = NAN;   // every element written
+                conv2d_forward_fused(got, inp, NULL, &packed, bias, c.N, c.C, c.H, c.W, c.K, c.OH,
+                                     c.OW, &c.win, residual, relu, ws);
+                long bad = first_mismatch(got, ref, n_out);
+                if (bad >= 0 || (threads == 2 && memcmp(got, fast, n_out * sizeof(float)) != 0)) {
+                    printf("FAIL conv2d_forward_fused (%s, %d thread(s), residual %d, relu %d): "
+                           "%s\n", cnn_kernels()->name, threads, with_residual, relu,
+                           bad >= 0 ? "differs from the reference" : "differs from 1 thread");
+                    print_conv_case(&c);
+                    failures++;
+                }
+                if (got != fast) free(got);
+            }
+            free(inp); free(weight); free(bias); free(residual); free(packed_data); free(ws);
+            free(ref); free(fast);
+            cases++;
+        }
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(saved_threads);
+#endif
+    cnn_kernels_force(saved);
+    printf("conv2d few input channels, packed weights: %d cases agree (%d ISA(s) with the "
+           "direct path)\n", cases, direct_isas);
+}
+
 static void test_linear_random(void) {
     int cases = 0, passed = 0;
     for (int i = 0; i < 80; i++) {
@@ -546,6 +628,7 @@ int main(void) {
     test_shortcut_by_hand();
     test_batchnorm_fold();
     test_conv_random();
+    test_conv_few_channels();
     test_linear_random();
     test_sgemm_random();
 #ifdef _OPENMP

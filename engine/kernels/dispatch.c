@@ -23,22 +23,22 @@
 // Indexed by cnn_isa_id; an ISA this build does not contain has gemm == NULL.
 static const cnn_kernel_table tables[] = {
     [CNN_ISA_SCALAR] = {CNN_ISA_SCALAR, "scalar", cnn_f32_gemm_4x16__scalar, 4, 16, 256,
-                        cnn_f32_gemv_4x16__scalar, NULL},
+                        cnn_f32_gemv_4x16__scalar, NULL, NULL},
 #if defined(__x86_64__)
     [CNN_ISA_AVX2] = {CNN_ISA_AVX2, "avx2", cnn_f32_gemm_6x16__avx2, 6, 16, 256,
-                      cnn_f32_gemv_4x16__avx2, NULL},
+                      cnn_f32_gemv_4x16__avx2, NULL, NULL},
     [CNN_ISA_AVX512] = {CNN_ISA_AVX512, "avx512", cnn_f32_gemm_14x32__avx512, 14, 32, 256,
                         cnn_f32_gemv_4x32__avx512, cnn_f32_gemv2_4x32__avx512,
                         cnn_f32_gemm_rows_14x32__avx512},
 #else
-    [CNN_ISA_AVX2] = {CNN_ISA_AVX2, "avx2", NULL, 0, 0, 0, NULL, NULL},
-    [CNN_ISA_AVX512] = {CNN_ISA_AVX512, "avx512", NULL, 0, 0, 0, NULL, NULL},
+    [CNN_ISA_AVX2] = {CNN_ISA_AVX2, "avx2", NULL, 0, 0, 0, NULL, NULL, NULL},
+    [CNN_ISA_AVX512] = {CNN_ISA_AVX512, "avx512", NULL, 0, 0, 0, NULL, NULL, NULL},
 #endif
 #if defined(__aarch64__)
     [CNN_ISA_NEON] = {CNN_ISA_NEON, "neon", cnn_f32_gemm_8x8__neon, 8, 8, 256,
-                      cnn_f32_gemv_4x16__neon, NULL},
+                      cnn_f32_gemv_4x16__neon, NULL, NULL},
 #else
-    [CNN_ISA_NEON] = {CNN_ISA_NEON, "neon", NULL, 0, 0, 0, NULL, NULL},
+    [CNN_ISA_NEON] = {CNN_ISA_NEON, "neon", NULL, 0, 0, 0, NULL, NULL, NULL},
 #endif
 };
 _Static_assert(sizeof tables / sizeof tables[0] == CNN_ISA_COUNT,

@@ -183,13 +183,13 @@ void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_
 
 void cnn_f32_gemm_rows_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
                                      const float *b, const int32_t *restrict b_offsets,
-                                     float *restrict c, size_t c_stride,
+                                     float *restrict c, size_t c_stride, int accumulate,
                                      const cnn_gemm_finish *finish) {
     // a_packed is (kc, 14), B's row p is b + b_offsets[p] (32 floats readable), c is (mr, nr)
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1 && b_offsets);
     const int v = nr > 16 ? 2 : 1;
 #define CALL_TILE(rows, vectors) \
-    tile(rows, vectors, nr, kc, a_packed, b, b_offsets, c, c_stride, 0, finish, NULL, 0)
+    tile(rows, vectors, nr, kc, a_packed, b, b_offsets, c, c_stride, accumulate, finish, NULL, 0)
 #define ROWS(r)                                \
     case r:                                    \
         if (v == 2) CALL_TILE(r, 2);           \

@@ -77,12 +77,12 @@ typedef void (*cnn_f32_gemv2_ukernel)(int rows, int n, const float *restrict w, 
 
 // The same sum with B's rows read where they are instead of from a packed panel: row p of B
 // is the nr floats at b + b_offsets[p] (nr <= NR; the kernel may read all NR of them, so the
-// caller keeps NR floats readable there). Not accumulating, and no prefetch hint; otherwise
-// the contract, and each sum, of cnn_f32_gemm_ukernel. For a direct convolution (conv2d.c,
-// conv2d_direct): B's row p is tap p of NR neighbouring outputs, a run of input pixels.
+// caller keeps NR floats readable there). No prefetch hint; otherwise the contract, and each
+// sum, of cnn_f32_gemm_ukernel. For a direct convolution (conv2d.c, conv2d_direct): B's row p
+// is tap p of NR neighbouring outputs, a run of input pixels.
 typedef void (*cnn_f32_gemm_rows_ukernel)(int mr, int nr, int kc, const float *restrict a_packed,
                                           const float *b, const int32_t *restrict b_offsets,
-                                          float *restrict c, size_t c_stride,
+                                          float *restrict c, size_t c_stride, int accumulate,
                                           const cnn_gemm_finish *finish);
 
 typedef struct {
@@ -162,7 +162,7 @@ void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_
                                 const void *ahead, int ahead_lines);
 void cnn_f32_gemm_rows_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
                                      const float *b, const int32_t *restrict b_offsets,
-                                     float *restrict c, size_t c_stride,
+                                     float *restrict c, size_t c_stride, int accumulate,
                                      const cnn_gemm_finish *finish);
 void cnn_f32_gemv_4x32__avx512(int rows, int n, const float *restrict w, size_t w_stride,
                                const float *restrict x, float *restrict y);

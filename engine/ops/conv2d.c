@@ -225,8 +225,9 @@ static void im2col(float *col, const im2col_view *v, int rows) {
 // of neighbouring outputs ox, ox+1, ... of output row oy is a run of contiguous floats: padded
 // row oy*sh + r of channel c, phase t % sw, from column ox + t / sw. The GEMM kernel reads B's
 // rows there (cnn_f32_gemm_rows) against the packed weights, one output row of up to NR
-// columns per call: each output is the sum it is in the im2col product (the whole column is
-// one slice of K, summed in the same order), then the same epilogue, so the same numbers.
+// columns per call and slice of K: each output is the sum it is in the im2col product (the
+// same slices, each summed in the same order and added to the output), then the same epilogue,
+// so the same numbers.
 //
 //   phases[((c*Hp + y)*sw + f)*Wq + q] = inp[c, y - pad_h, q*sw + f - pad_w] (0 outside)
 //   Hp = (OH-1)*sh + R padded rows; Wq = round_up(OW, NR) + (S-1)/sw columns per phase, so
@@ -243,13 +244,13 @@ static direct_geometry direct_geometry_of(int OH, int OW, const cnn_window *win,
 }
 
 // The direct path's phase planes in floats, or 0 when the shape does not take it: few input
-// channels (where gathering dominates), one group, no dilation, the whole column one slice of
-// the current kernels' K (kc), and a kernel table with cnn_f32_gemm_rows.
-enum { DIRECT_MAX_CHANNELS = 4 };
+// channels (where gathering dominates), one group, no dilation, a column of at most
+// DIRECT_MAX_TAPS taps, and a kernel table with cnn_f32_gemm_rows.
+enum { DIRECT_MAX_CHANNELS = 4, DIRECT_MAX_TAPS = 1024 };
 static size_t direct_phases_floats(int C, int OH, int OW, const cnn_window *win) {
     const cnn_kernel_table *kt = cnn_kernels();
     int CRS = C * win->kernel[0] * win->kernel[1];
-    if (!kt->gemm_rows || win->groups != 1 || C > DIRECT_MAX_CHANNELS || CRS > kt->kc ||
+    if (!kt->gemm_rows || win->groups != 1 || C > DIRECT_MAX_CHANNELS || CRS > DIRECT_MAX_TAPS ||
         win->dilation[0] != 1 || win->dilation[1] != 1 || conv2d_path(C, win) != CONV_IM2COL_GEMM)
         return 0;
     direct_geometry g = direct_geometry_of(OH, OW, win, kt->nr);
@@ -292,14 +293,14 @@ static int conv2d_direct(float *out, const float *inp, const sgemm_packed_a *pa,
         pa->mr != MR || pa->kc != kt->kc || pa->M != K || pa->K != CRS)
         return 0;
     direct_geometry g = direct_geometry_of(OH, OW, win, NR);
-    int32_t offsets[256];   // B's row p: tap (c, r, t) from an output row's first phase row
-    if (CRS > (int)(sizeof offsets / sizeof offsets[0])) return 0;
+    int32_t offsets[DIRECT_MAX_TAPS];   // B's row p: tap (c, r, t) from an output row's start
     for (int p = 0; p < CRS; p++) {
         int c = p / (R * S), r = (p / S) % R, t = p % S;
         offsets[p] = (int32_t)((((size_t)c * g.Hp + r) * sw + t % sw) * g.Wq + t / sw);
     }
     const size_t P = (size_t)OH * OW;
-    const int slivers = (K + MR - 1) / MR;
+    const int slivers = (K + MR - 1) / MR, KC = kt->kc;
+    const size_t M_pad = (size_t)slivers * MR;
     for (int n = 0; n < N; n++) {
         direct_phases(workspace, inp + (size_t)n * C * H * W, C, H, W, win, g);
         float *out_n = out + (size_t)n * K * P;
@@ -310,15 +311,19 @@ static int conv2d_direct(float *out, const float *inp, const sgemm_packed_a *pa,
         for (int item = 0; item < OH * slivers; item++) {
             int oy = item / slivers, k0 = item % slivers * MR;
             int mr = K - k0 < MR ? K - k0 : MR;
-            // (one slice of K: sliver k0 of the packed weights is its (CRS, MR) block)
-            const float *a_sliver = pa->data + (size_t)k0 * CRS;
             const float *row0 = workspace + (size_t)oy * sh * sw * g.Wq;
             for (int ox0 = 0; ox0 < OW; ox0 += NR) {
                 int nr = OW - ox0 < NR ? OW - ox0 : NR;
                 size_t at = (size_t)k0 * P + (size_t)oy * OW + ox0;
                 cnn_gemm_finish fin = {bias ? bias + k0 : NULL, res_n ? res_n + at : NULL, P,
                                        relu, NULL, 0};
-                kt->gemm_rows(mr, nr, CRS, a_sliver, row0 + ox0, offsets, out_n + at, P, &fin);
+                for (int p0 = 0; p0 < CRS; p0 += KC) {   // the slices of K, as sgemm's
+                    int kc = CRS - p0 < KC ? CRS - p0 : KC;
+                    // (sliver k0 of slice p0 of the packed weights: its (kc, MR) block)
+                    const float *a_sliver = pa->data + (size_t)p0 * M_pad + (size_t)k0 * kc;
+                    kt->gemm_rows(mr, nr, kc, a_sliver, row0 + ox0, offsets + p0, out_n + at, P,
+                                  p0 > 0, p0 + kc == CRS ? &fin : NULL);
+                }
             }
         }
     }

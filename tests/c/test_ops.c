@@ -428,12 +428,11 @@ static void test_conv_random(void) {
 }
 
 // conv2d_forward_fused with weights packed for each ISA, against the reference (+ residual,
-// ReLU), on convs with few input channels: the shapes of the direct path (conv2d.c; on an ISA
-// with cnn_f32_gemm_rows, when the column fits one slice of K), and its edges - strides 1-4,
-// kernels 1x1 to 11x11 (AlexNet's 11x11 column, 363, is too long), output rows shorter and
-// longer than a register tile, a last sliver of channels, padding past the kernel's reach,
-// dilation 2 (not direct) and batches. Each ISA's output is also compared across 1 and 2
-// threads.
+// ReLU), on convs with few input channels: the shapes of the direct path (conv2d.c, on an ISA
+// with cnn_f32_gemm_rows), and its edges - strides 1-4, kernels 1x1 to 11x11 (columns of one
+// and two slices of K), output rows shorter and longer than a register tile, a last sliver of
+// channels, padding past the kernel's reach, dilation 2 (not direct) and batches. Each ISA's
+// output is also compared across 1 and 2 threads.
 static void test_conv_few_channels(void) {
     const cnn_isa_id saved = cnn_kernels()->isa;
 #ifdef _OPENMP

@@ -243,10 +243,10 @@ static direct_geometry direct_geometry_of(int OH, int OW, const cnn_window *win,
     return g;
 }
 
-// The direct path's phase planes in floats, or 0 when the shape does not take it: few input
-// channels (where gathering dominates), one group, no dilation, a column of at most
-// DIRECT_MAX_TAPS taps, and a kernel table with cnn_f32_gemm_rows.
-enum { DIRECT_MAX_CHANNELS = 4, DIRECT_MAX_TAPS = 1024 };
+// The direct path's phase planes in floats, or 0 when the shape cannot take it: few input
+// channels (see conv2d_direct), one group, no dilation, a column of at most DIRECT_MAX_TAPS
+// taps, and a kernel table with cnn_f32_gemm_rows.
+enum { DIRECT_FEW_CHANNELS = 4, DIRECT_MAX_CHANNELS = 64, DIRECT_MAX_TAPS = 1600 };
 static size_t direct_phases_floats(int C, int OH, int OW, const cnn_window *win) {
     const cnn_kernel_table *kt = cnn_kernels();
     int CRS = C * win->kernel[0] * win->kernel[1];
@@ -281,14 +281,22 @@ static void direct_phases(float *restrict phases, const float *restrict inp, int
 }
 
 // The direct path, if this conv takes it (direct_phases_floats, and weights packed for these
-// kernels); returns 0, having done nothing, otherwise.
+// kernels); returns 0, having done nothing, otherwise. It is taken for up to
+// DIRECT_FEW_CHANNELS input channels, and for up to DIRECT_MAX_CHANNELS at stride 1 when the
+// threads share each image: there the product's tiles, each gathering its own columns, scale
+// poorly on two threads (1.5-1.6x) while the direct rows scale 1.9x (AlexNet's 5x5 conv at
+// batch 1, 2.19 -> 1.96 ms in the model; on one thread the GEMM is 10 % ahead; ResNet-18's
+// stride-2 conv on 64 channels was 3 % slower direct). The two give the same numbers, so the
+// choice does not change a result.
 static int conv2d_direct(float *out, const float *inp, const sgemm_packed_a *pa,
                          const float *bias, int N, int C, int H, int W, int K, int OH, int OW,
                          const cnn_window *win, const float *residual, int relu,
-                         float *workspace) {
+                         float *workspace, int threads) {
     const cnn_kernel_table *kt = cnn_kernels();
     const int R = win->kernel[0], S = win->kernel[1], sh = win->stride[0], sw = win->stride[1];
     const int CRS = C * R * S, MR = kt->mr, NR = kt->nr;
+    int stride_1 = sh == 1 && sw == 1;
+    if (C > DIRECT_FEW_CHANNELS && !(stride_1 && threads > 1 && N < threads)) return 0;
     if (!workspace || !direct_phases_floats(C, OH, OW, win) || !pa || pa->transposed ||
         pa->mr != MR || pa->kc != kt->kc || pa->M != K || pa->K != CRS)
         return 0;
@@ -444,8 +452,12 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight,
         return;
     }
 
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+#endif
     if (conv2d_direct(out, inp, packed, bias, N, C, H, W, K, OH, OW, win, residual, relu,
-                      workspace))
+                      workspace, threads))
         return;
 
     // With a batch of at least as many images as threads, each thread takes whole images (its
@@ -455,10 +467,6 @@ void conv2d_forward_fused(float *out, const float *inp, const float *weight,
     // same order, so the result does not depend on this choice. (Two loops, not one with an
     // `if` clause: an inactive region around sgemm would keep sgemm's own threads from
     // starting.)
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-#endif
     conv2d_gemm_job job = {inp, weight, packed, bias, residual, relu, C, H, W, K, OH, OW, win,
                            workspace, 0};
     if (N > 1 && threads > 1 && N >= threads) {

@@ -432,7 +432,8 @@ static void test_conv_random(void) {
 // with cnn_f32_gemm_rows), and its edges - strides 1-4, kernels 1x1 to 11x11 (columns of one
 // and two slices of K), output rows shorter and longer than a register tile, a last sliver of
 // channels, padding past the kernel's reach, dilation 2 (not direct) and batches. Each ISA's
-// output is also compared across 1 and 2 threads.
+// output is also compared across 1 and 2 threads, byte for byte: with more than 4 channels
+// that is the direct path (2 threads, one image) against the GEMM (1 thread).
 static void test_conv_few_channels(void) {
     const cnn_isa_id saved = cnn_kernels()->isa;
 #ifdef _OPENMP
@@ -446,16 +447,21 @@ static void test_conv_few_channels(void) {
         for (int i = 0; i < 40; i++) {
             static const int sizes[] = {1, 3, 5, 7, 11};
             conv_case c = {0};
-            c.N = rng_int(1, 3);
-            c.C = rng_int(1, 4);
-            c.K = rng_int(1, 70);
-            int R = sizes[rng_int(0, 4)], S = rng_int(0, 3) ? R : sizes[rng_int(0, 4)];
+            // one case in four: more channels, stride 1, a smaller map (on two threads, one
+            // image: the direct path with up to 64 channels, compared with the GEMM of one
+            // thread below)
+            int wide = rng_int(0, 3) == 0;
+            c.N = wide ? 1 : rng_int(1, 3);
+            c.C = wide ? rng_int(5, 64) : rng_int(1, 4);
+            c.K = rng_int(1, wide ? 40 : 70);
+            int R = sizes[rng_int(0, wide ? 2 : 4)], S = rng_int(0, 3) ? R : sizes[rng_int(0, 4)];
             int dilation = rng_int(0, 7) ? 1 : 2;
-            c.win = (cnn_window){.kernel = {R, S}, .stride = {rng_int(1, 4), rng_int(1, 4)},
+            c.win = (cnn_window){.kernel = {R, S},
+                                 .stride = {wide ? 1 : rng_int(1, 4), wide ? 1 : rng_int(1, 4)},
                                  .padding = {rng_int(0, R / 2 + 1), rng_int(0, S / 2 + 1)},
                                  .dilation = {dilation, dilation}, .groups = 1};
-            c.H = rng_int(R * dilation, 60);
-            c.W = rng_int(S * dilation, 90);
+            c.H = rng_int(R * dilation, wide ? 24 : 60);
+            c.W = rng_int(S * dilation, wide ? 24 : 90);
             c.OH = conv_out_size(c.H, R, c.win.stride[0], c.win.padding[0], dilation);
             c.OW = conv_out_size(c.W, S, c.win.stride[1], c.win.padding[1], dilation);
             c.has_bias = rng_int(0, 1);

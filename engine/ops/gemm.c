@@ -4,9 +4,10 @@
 // (from the kernel table, engine/kernels/kernels.h); a tile is the block of C one task owns.
 //
 // A small Goto-style blocking around a SIMD micro-kernel picked at run time (dispatch.c):
-//   - C is cut into tiles (up to 512 x 512, multiples of MR x NR; at least MIN_TILES of them
-//     when several threads share the product, else as few as possible: every extra band of
-//     rows packs B again). Tiles are independent, so OpenMP hands them out to threads; each
+//   - C is cut into tiles (up to about 512 x 512, multiples of MR x NR; as few as possible,
+//     and when several threads share the product a multiple of their number, B's panels
+//     shared out evenly: every extra band of rows packs B again, every extra column of tiles
+//     reads A again). Tiles are independent, so OpenMP hands them out to threads; each
 //     element of C belongs to one tile, so no sum is ever split.
 //   - Inside a tile, K is walked in slices of KC. For each slice the tile's block of B is
 //     packed into NR-wide column panels ((kc, NR) each, zero-padded past N), then each MR-row
@@ -38,7 +39,6 @@
 
 enum {
     TILE_MAX = 512,    // largest tile of C: rows and columns (then multiples of MR and NR)
-    MIN_TILES = 8,     // shrink tiles until there are this many (balance for a few threads)
     B_PREFETCH_ROWS = 8,   // packing B asks for the row this far ahead
     KC_MAX = 256,      // upper bounds of a table's kc, mr and nr (they size the stack buffers
     MR_MAX = 16,       // of the low-memory path)
@@ -453,36 +453,28 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
         assert(A);   // (the transposed form does not accumulate: the plain product from A)
         pa = NULL;
     }
-    // Tile sizes: as large as allowed (a 512 x 512 tile packs each slice of B and each sliver of
-    // A once for many kernel calls), then split until there are MIN_TILES tiles to share out,
-    // if there is more than one thread to share them (inside a parallel region, e.g. one of
-    // Winograd's 36 products, this call runs serially).
-    int min_tiles = MIN_TILES;
+    // Tiles: as large as allowed (a 512 x 512 tile packs each slice of B and each sliver of A
+    // once for many kernel calls): bands of rows up to TILE_MAX, and columns of tiles that
+    // share B's panels out evenly. With threads to share them (not inside a parallel region,
+    // e.g. one of Winograd's 36 products, where this call runs serially) the columns are a
+    // multiple of the thread count, so that each thread gets an even share of large tiles:
+    // 784 columns on two threads are two tiles of 13 and 12 panels, where halving tiles until
+    // there were 8 of them had made thirteen of 2 panels, every one re-reading all of A and
+    // gathering its im2col rows in short runs (ResNet's stride-2 3x3 convs on 28x28 outputs,
+    // 14 % slower per thread). Only a B too narrow to share out is split by rows instead.
+    int threads = 1;
 #ifdef _OPENMP
-    if (omp_in_parallel() || omp_get_max_threads() == 1) min_tiles = 1;
-#else
-    min_tiles = 1;
+    if (!omp_in_parallel()) threads = omp_get_max_threads();
 #endif
-    // Each extra band of rows reads and packs all of B once more, each extra column of tiles
-    // all of A: split the side where that costs fewer floats. A B gathered row by row (a conv's
-    // im2col rows) counts four times: gathering a float costs several times copying one (in
-    // AlexNet's 5x5 conv on two threads, two bands of rows, each gathering B again, took 2.18
-    // ms against 2.0 for twelve columns of tiles).
-    const double b_weight = B->row ? 4.0 : 1.0;
-    int tile_m = round_up(M < TILE_MAX ? M : TILE_MAX, MR);
-    int tile_n = round_up(N < TILE_MAX ? N : TILE_MAX, NR);
-    for (;;) {
-        int bands = ceil_div(M, tile_m), columns = ceil_div(N, tile_n);
-        if ((long)bands * columns >= min_tiles) break;
-        int half_m = round_up(ceil_div(tile_m, 2), MR), half_n = round_up(ceil_div(tile_n, 2), NR);
-        int can_split_m = tile_m >= 4 * MR, can_split_n = tile_n >= 4 * NR;
-        if (!can_split_m && !can_split_n) break;
-        double more_b = b_weight * (ceil_div(M, half_m) - bands) * K * N;   // floats re-read
-        double more_a = (double)(ceil_div(N, half_n) - columns) * M * K;
-        if (can_split_m && (!can_split_n || more_b <= more_a)) tile_m = half_m;
-        else tile_n = half_n;
-    }
-    int tiles_n = ceil_div(N, tile_n), tiles = ceil_div(M, tile_m) * tiles_n;
+    const int panels = ceil_div(N, NR), panels_max = TILE_MAX / NR;
+    int bands = ceil_div(M, TILE_MAX);
+    int columns = threads * ceil_div(panels, threads * panels_max);
+    if (columns > panels) columns = panels;
+    if (bands * columns < threads) bands = ceil_div(M, MR) < threads ? ceil_div(M, MR) : threads;
+    const int tile_m = round_up(ceil_div(M, bands), MR);
+    const int tile_n = ceil_div(panels, columns) * NR;   // the widest column of tiles
+    bands = ceil_div(M, tile_m);
+    const int tiles = bands * columns;
     assert(MR <= MR_MAX && NR <= NR_MAX && kt->kc <= KC_MAX);
     int parallel = tiles > 1 && 2.0 * M * N * K > 2e6;
     if (parallel && N <= TILE_MAX && !low_memory &&
@@ -504,9 +496,12 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
         int b_panels = buf ? tile_n / NR : 1;
         #pragma omp for schedule(dynamic)
         for (int t = 0; t < tiles; t++) {
-            int i0 = (t / tiles_n) * tile_m, j0 = (t % tiles_n) * tile_n;
+            int column = t % columns;   // panels [q0, q1) of B
+            int q0 = (int)((long)column * panels / columns);
+            int q1 = (int)((long)(column + 1) * panels / columns);
+            int i0 = (t / columns) * tile_m, j0 = q0 * NR;
             int m = M - i0 < tile_m ? M - i0 : tile_m;
-            int n = N - j0 < tile_n ? N - j0 : tile_n;
+            int n = (q1 * NR < N ? q1 * NR : N) - j0;
             const float *residual = ep && ep->residual ? ep->residual + (size_t)i0 * ep->ldr + j0
                                                        : NULL;
             const float *A_tile = A ? A + (size_t)i0 * lda : NULL;   // (NULL: packed only)

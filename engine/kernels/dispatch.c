@@ -26,7 +26,7 @@ static const cnn_kernel_table tables[] = {
                         cnn_f32_gemv_4x16__scalar, NULL, NULL},
 #if defined(__x86_64__)
     [CNN_ISA_AVX2] = {CNN_ISA_AVX2, "avx2", cnn_f32_gemm_6x16__avx2, 6, 16, 256,
-                      cnn_f32_gemv_4x16__avx2, NULL, NULL},
+                      cnn_f32_gemv_4x16__avx2, NULL, cnn_f32_gemm_rows_6x16__avx2},
     [CNN_ISA_AVX512] = {CNN_ISA_AVX512, "avx512", cnn_f32_gemm_14x32__avx512, 14, 32, 256,
                         cnn_f32_gemv_4x32__avx512, cnn_f32_gemv2_4x32__avx512,
                         cnn_f32_gemm_rows_14x32__avx512},

@@ -91,10 +91,12 @@ static inline __attribute__((always_inline)) void store_transposed(__m256 acc[MR
 // The tile's first `rows` rows (a constant in each inlined copy, so the loops unroll into
 // straight code with the accumulators in registers): a partial sliver - the last 4 of 64
 // channels, the last position of a 7x7 map - costs its own rows' FMAs, not 6 rows'. Each
-// row's sum is the same whatever `rows` is.
+// row's sum is the same whatever `rows` is. B's row p is at b_packed + p*NR (a packed panel),
+// or at b_packed + b_offsets[p] (cnn_f32_gemm_rows_6x16__avx2: rows where they lie).
 static inline __attribute__((always_inline)) void tile(const int rows, int nr, int kc,
                                                        const float *restrict a_packed,
                                                        const float *restrict b_packed,
+                                                       const int32_t *restrict b_offsets,
                                                        float *restrict c, size_t c_stride,
                                                        int accumulate,
                                                        const cnn_gemm_finish *finish,
@@ -104,7 +106,8 @@ static inline __attribute__((always_inline)) void tile(const int rows, int nr, i
     for (int i = 0; i < rows; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (int p = 0; p < kc; p++) {
         if (p < ahead_lines) _mm_prefetch(ahead + (size_t)p * 64, _MM_HINT_T1);
-        __m256 b0 = _mm256_loadu_ps(b_packed), b1 = _mm256_loadu_ps(b_packed + 8);
+        const float *b_row = b_packed + (b_offsets ? (ptrdiff_t)b_offsets[p] : (ptrdiff_t)p * NR);
+        __m256 b0 = _mm256_loadu_ps(b_row), b1 = _mm256_loadu_ps(b_row + 8);
         #pragma GCC unroll 6
         for (int i = 0; i < rows; i++) {
             __m256 a = _mm256_broadcast_ss(a_packed + i);
@@ -112,7 +115,6 @@ static inline __attribute__((always_inline)) void tile(const int rows, int nr, i
             acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
         }
         a_packed += MR;
-        b_packed += NR;
     }
     const int transposed = finish && finish->out;
     if (nr == NR && (rows == MR || !transposed)) {
@@ -158,8 +160,24 @@ void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_pac
     assert(ahead_lines >= 0 && (ahead || ahead_lines == 0));
 #define ROWS(r)                                                                            \
     case r:                                                                                \
-        tile(r, nr, kc, a_packed, b_packed, c, c_stride, accumulate, finish, ahead,        \
+        tile(r, nr, kc, a_packed, b_packed, NULL, c, c_stride, accumulate, finish, ahead,  \
              ahead_lines);                                                                 \
+        break;
+    switch (mr) {
+        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6)
+    }
+#undef ROWS
+}
+
+void cnn_f32_gemm_rows_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
+                                  const float *b, const int32_t *restrict b_offsets,
+                                  float *restrict c, size_t c_stride, int accumulate,
+                                  const cnn_gemm_finish *finish) {
+    // a_packed is (kc, 6), B's row p is b + b_offsets[p] (16 floats readable), c is (mr, nr)
+    assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1 && b_offsets);
+#define ROWS(r)                                                                       \
+    case r:                                                                           \
+        tile(r, nr, kc, a_packed, b, b_offsets, c, c_stride, accumulate, finish, NULL, 0); \
         break;
     switch (mr) {
         ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6)

@@ -160,6 +160,10 @@ void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_
                                 const float *restrict b_packed, float *restrict c,
                                 size_t c_stride, int accumulate, const cnn_gemm_finish *finish,
                                 const void *ahead, int ahead_lines);
+void cnn_f32_gemm_rows_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
+                                  const float *b, const int32_t *restrict b_offsets,
+                                  float *restrict c, size_t c_stride, int accumulate,
+                                  const cnn_gemm_finish *finish);
 void cnn_f32_gemm_rows_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
                                      const float *b, const int32_t *restrict b_offsets,
                                      float *restrict c, size_t c_stride, int accumulate,

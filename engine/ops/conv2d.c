@@ -282,12 +282,13 @@ static void direct_phases(float *restrict phases, const float *restrict inp, int
 
 // The direct path, if this conv takes it (direct_phases_floats, and weights packed for these
 // kernels); returns 0, having done nothing, otherwise. It is taken for up to
-// DIRECT_FEW_CHANNELS input channels, and for up to DIRECT_MAX_CHANNELS at stride 1 when the
-// threads share each image: there the product's tiles, each gathering its own columns, scale
-// poorly on two threads (1.5-1.6x) while the direct rows scale 1.9x (AlexNet's 5x5 conv at
-// batch 1, 2.19 -> 1.96 ms in the model; on one thread the GEMM is 10 % ahead; ResNet-18's
-// stride-2 conv on 64 channels was 3 % slower direct). The two give the same numbers, so the
-// choice does not change a result.
+// DIRECT_FEW_CHANNELS input channels, and, with the AVX-512 kernel's 32 columns, for up to
+// DIRECT_MAX_CHANNELS at stride 1 when the threads share each image: there the product's
+// tiles, each gathering its own columns, scale poorly on two threads (1.5-1.6x) while the
+// direct rows scale 1.9x (AlexNet's 5x5 conv at batch 1, 2.19 -> 1.96 ms in the model; on one
+// thread the GEMM is 10 % ahead; direct was 3 % slower for ResNet-18's stride-2 conv on 64
+// channels, and 9 % slower for AlexNet's 5x5 with the AVX2 kernel's 16 columns). The two
+// paths give the same numbers, so the choice does not change a result.
 static int conv2d_direct(float *out, const float *inp, const sgemm_packed_a *pa,
                          const float *bias, int N, int C, int H, int W, int K, int OH, int OW,
                          const cnn_window *win, const float *residual, int relu,
@@ -296,7 +297,8 @@ static int conv2d_direct(float *out, const float *inp, const sgemm_packed_a *pa,
     const int R = win->kernel[0], S = win->kernel[1], sh = win->stride[0], sw = win->stride[1];
     const int CRS = C * R * S, MR = kt->mr, NR = kt->nr;
     int stride_1 = sh == 1 && sw == 1;
-    if (C > DIRECT_FEW_CHANNELS && !(stride_1 && threads > 1 && N < threads)) return 0;
+    if (C > DIRECT_FEW_CHANNELS && !(NR >= 32 && stride_1 && threads > 1 && N < threads))
+        return 0;
     if (!workspace || !direct_phases_floats(C, OH, OW, win) || !pa || pa->transposed ||
         pa->mr != MR || pa->kc != kt->kc || pa->M != K || pa->K != CRS)
         return 0;

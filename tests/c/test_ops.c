@@ -433,7 +433,8 @@ static void test_conv_random(void) {
 // and two slices of K), output rows shorter and longer than a register tile, a last sliver of
 // channels, padding past the kernel's reach, dilation 2 (not direct) and batches. Each ISA's
 // output is also compared across 1 and 2 threads, byte for byte: with more than 4 channels
-// that is the direct path (2 threads, one image) against the GEMM (1 thread).
+// and the AVX-512 kernels that is the direct path (2 threads, one image) against the GEMM
+// (1 thread).
 static void test_conv_few_channels(void) {
     const cnn_isa_id saved = cnn_kernels()->isa;
 #ifdef _OPENMP

@@ -12,6 +12,9 @@
 //     shifted input row to an output row (an axpy over the output width). No workspace.
 //   - pointwise (1x1, stride 1, no padding): the input image already is the [Cg, H*W] matrix,
 //     so out_g[Kg, P] = weight_g[Kg, Cg] @ inp_g[Cg, P] with no copy.
+//   - few input channels (a network's first conv), weights packed for the kernels: direct,
+//     the GEMM kernel reading each tap's run of input pixels in place from a padded copy of
+//     the image split by column phase (conv2d_direct, below); the numbers of the GEMM below.
 //   - everything else: out_g[Kg, P] = weight_g[Kg, Cg*R*S] @ col[Cg*R*S, P] with the blocked
 //     sgemm, col being the im2col matrix of one group of one image: stored in the workspace
 //     when small (up to IM2COL_STORED_MAX floats), else gathered row by row from the image as

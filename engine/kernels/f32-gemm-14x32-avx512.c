@@ -156,18 +156,16 @@ TILE_FUNCTION tile(const int rows, const int vectors, int nr, int kc,
     }
 }
 
-void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
-                                const float *restrict b_packed, float *restrict c,
-                                size_t c_stride, int accumulate,
-                                const cnn_gemm_finish *finish, const void *ahead,
-                                int ahead_lines) {
-    // a_packed is (kc, 14), b_packed is (kc, 32), c is (mr, nr) with row stride c_stride
-    assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
-    assert(ahead_lines >= 0 && (ahead || ahead_lines == 0));
+// The tile of mr rows (1..14) and nr columns, through the copy of `tile` inlined for that
+// shape (constant rows and vectors).
+static inline __attribute__((always_inline)) void tile_of_shape(
+    int mr, int nr, int kc, const float *restrict a_packed, const float *restrict b_packed,
+    const int32_t *restrict b_offsets, float *restrict c, size_t c_stride, int accumulate,
+    const cnn_gemm_finish *finish, const char *ahead, int ahead_lines) {
     const int v = nr > 16 ? 2 : 1;
-#define CALL_TILE(rows, vectors)                                                             \
-    tile(rows, vectors, nr, kc, a_packed, b_packed, NULL, c, c_stride, accumulate, finish, ahead, \
-         ahead_lines)
+#define CALL_TILE(rows, vectors)                                                            \
+    tile(rows, vectors, nr, kc, a_packed, b_packed, b_offsets, c, c_stride, accumulate, finish, \
+         ahead, ahead_lines)
 #define ROWS(r)                                \
     case r:                                    \
         if (v == 2) CALL_TILE(r, 2);           \
@@ -181,25 +179,24 @@ void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_
 #undef CALL_TILE
 }
 
+void cnn_f32_gemm_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
+                                const float *restrict b_packed, float *restrict c,
+                                size_t c_stride, int accumulate,
+                                const cnn_gemm_finish *finish, const void *ahead,
+                                int ahead_lines) {
+    // a_packed is (kc, 14), b_packed is (kc, 32), c is (mr, nr) with row stride c_stride
+    assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
+    assert(ahead_lines >= 0 && (ahead || ahead_lines == 0));
+    tile_of_shape(mr, nr, kc, a_packed, b_packed, NULL, c, c_stride, accumulate, finish, ahead,
+                  ahead_lines);
+}
+
 void cnn_f32_gemm_rows_14x32__avx512(int mr, int nr, int kc, const float *restrict a_packed,
                                      const float *b, const int32_t *restrict b_offsets,
                                      float *restrict c, size_t c_stride, int accumulate,
                                      const cnn_gemm_finish *finish) {
     // a_packed is (kc, 14), B's row p is b + b_offsets[p] (32 floats readable), c is (mr, nr)
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1 && b_offsets);
-    const int v = nr > 16 ? 2 : 1;
-#define CALL_TILE(rows, vectors) \
-    tile(rows, vectors, nr, kc, a_packed, b, b_offsets, c, c_stride, accumulate, finish, NULL, 0)
-#define ROWS(r)                                \
-    case r:                                    \
-        if (v == 2) CALL_TILE(r, 2);           \
-        else CALL_TILE(r, 1);                  \
-        break;
-    switch (mr) {
-        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7)
-        ROWS(8) ROWS(9) ROWS(10) ROWS(11) ROWS(12) ROWS(13) ROWS(14)
-    }
-#undef ROWS
-#undef CALL_TILE
+    tile_of_shape(mr, nr, kc, a_packed, b, b_offsets, c, c_stride, accumulate, finish, NULL, 0);
 }
 #endif

@@ -51,6 +51,12 @@ typedef struct sgemm_packed_a {
     int transposed;
 } sgemm_packed_a;
 
+// 1 if pa is a plain (not transposed) packed M x K matrix for the current kernel table, the
+// form whose slivers a caller running the kernels itself may read (conv2d's direct path).
+int sgemm_packed_a_fits(const sgemm_packed_a *pa, int M, int K);
+// The (kc, mr) block of rows [i0, i0 + mr) (i0 a multiple of mr) in the slice of K that starts
+// at p0 (a multiple of kc), kc = min(pa->kc, K - p0): what the micro-kernel reads as a_packed.
+const float *sgemm_packed_a_sliver_at(const sgemm_packed_a *pa, int p0, int i0);
 // Floats sgemm_pack_a writes for an M x K matrix with the current kernel table.
 size_t sgemm_packed_a_floats(int M, int K);
 // Packs A (M x K, leading dimension lda) into dst (sgemm_packed_a_floats floats); returns the

@@ -307,8 +307,7 @@ static int conv2d_direct(float *out, const float *inp, const sgemm_packed_a *pa,
     int stride_1 = sh == 1 && sw == 1;
     if (C > DIRECT_FEW_CHANNELS && !(NR >= 32 && stride_1 && threads > 1 && N < threads))
         return 0;
-    if (!workspace || !direct_phases_floats(C, OH, OW, win) || !pa || pa->transposed ||
-        pa->mr != MR || pa->kc != kt->kc || pa->M != K || pa->K != CRS)
+    if (!workspace || !direct_phases_floats(C, OH, OW, win) || !sgemm_packed_a_fits(pa, K, CRS))
         return 0;
     direct_geometry g = direct_geometry_of(OH, OW, win, NR);
     int32_t offsets[DIRECT_MAX_TAPS];   // B's row p: tap (c, r, t) from an output row's start
@@ -318,7 +317,6 @@ static int conv2d_direct(float *out, const float *inp, const sgemm_packed_a *pa,
     }
     const size_t P = (size_t)OH * OW;
     const int slivers = (K + MR - 1) / MR, KC = kt->kc;
-    const size_t M_pad = (size_t)slivers * MR;
     for (int n = 0; n < N; n++) {
         direct_phases(workspace, inp + (size_t)n * C * H * W, C, H, W, win, g);
         float *out_n = out + (size_t)n * K * P;
@@ -343,10 +341,9 @@ static int conv2d_direct(float *out, const float *inp, const sgemm_packed_a *pa,
                                            relu, NULL, 0};
                     for (int p0 = 0; p0 < CRS; p0 += KC) {   // the slices of K, as sgemm's
                         int kc = CRS - p0 < KC ? CRS - p0 : KC;
-                        // (sliver k0 of slice p0 of the packed weights: its (kc, MR) block)
-                        const float *a_sliver = pa->data + (size_t)p0 * M_pad + (size_t)k0 * kc;
-                        kt->gemm_rows(mr, nr, kc, a_sliver, row0 + ox0, offsets + p0,
-                                      out_n + at, P, p0 > 0, p0 + kc == CRS ? &fin : NULL);
+                        kt->gemm_rows(mr, nr, kc, sgemm_packed_a_sliver_at(pa, p0, k0),
+                                      row0 + ox0, offsets + p0, out_n + at, P, p0 > 0,
+                                      p0 + kc == CRS ? &fin : NULL);
                     }
                 }
             }

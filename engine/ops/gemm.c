@@ -67,6 +67,21 @@ static int round_up(int x, int multiple) {
     return (x + multiple - 1) / multiple * multiple;
 }
 
+// Whether pa was packed for these kernels (kt) as an M x K matrix, plain or transposed.
+static int packed_fits(const cnn_kernel_table *kt, const sgemm_packed_a *pa, int M, int K) {
+    return pa->mr == (pa->transposed ? kt->nr : kt->mr) && pa->kc == kt->kc && pa->M == M &&
+           pa->K == K;
+}
+
+const float *sgemm_packed_a_sliver_at(const sgemm_packed_a *pa, int p0, int i0) {
+    int kc = pa->K - p0 < pa->kc ? pa->K - p0 : pa->kc;
+    return pa->data + (size_t)p0 * round_up(pa->M, pa->mr) + (size_t)i0 * kc;
+}
+
+int sgemm_packed_a_fits(const sgemm_packed_a *pa, int M, int K) {
+    return pa && !pa->transposed && packed_fits(cnn_kernels(), pa, M, K);
+}
+
 // a_packed (kc, MR) = the mr x kc block of A at `A`, transposed (a_packed[p*MR + i] =
 // A[i][p]), rows mr..MR-1 zero. Also asks for the next `next_kc` floats of each row (the
 // sliver's next slice of K) to be prefetched: runs of kc floats are too short for the hardware
@@ -200,7 +215,6 @@ static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const flo
                       const float *residual, float *a_buf, float *b_buf, int b_panels,
                       float *scratch) {
     const int MR = kt->mr, NR = kt->nr;
-    const size_t M_pad = pa ? (size_t)round_up(pa->M, MR) : 0;
     for (int p0 = 0; p0 < K; p0 += kt->kc) {
         int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
         int acc = accumulate || p0 > 0;   // later slices add onto the earlier ones
@@ -211,7 +225,7 @@ static void gemm_tile(const cnn_kernel_table *kt, int m, int n, int K, const flo
                 int mr = m - i0 < MR ? m - i0 : MR;
                 const float *a_sliver = a_buf;
                 if (pa) {
-                    a_sliver = pa->data + (size_t)p0 * M_pad + (size_t)(i_tile + i0) * kc;
+                    a_sliver = sgemm_packed_a_sliver_at(pa, p0, i_tile + i0);
                 } else {
                     int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
                     pack_a(mr, kc, MR, A + (size_t)i0 * lda + p0, lda, a_buf, next_kc);
@@ -249,7 +263,6 @@ static int sgemm_shared_b(const cnn_kernel_table *kt, int M, int N, int K, const
                           int ldc, int accumulate, const sgemm_epilogue *ep) {
     const int MR = kt->mr, NR = kt->nr;
     const int panels = ceil_div(N, NR), slivers = ceil_div(M, MR);
-    const size_t M_pad = (size_t)round_up(M, MR);
     size_t bytes = ((size_t)(K < kt->kc ? K : kt->kc) * panels * NR * sizeof(float) + 63) / 64 * 64;
     float *b_shared = thread_buffer(1, bytes);
     if (!b_shared) return 0;
@@ -269,7 +282,7 @@ static int sgemm_shared_b(const cnn_kernel_table *kt, int M, int N, int K, const
                 int i0 = s * MR, mr = M - i0 < MR ? M - i0 : MR;
                 const float *a_sliver = a_buf;
                 if (pa) {
-                    a_sliver = pa->data + (size_t)p0 * M_pad + (size_t)i0 * kc;
+                    a_sliver = sgemm_packed_a_sliver_at(pa, p0, i0);
                 } else {
                     int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
                     pack_a(mr, kc, MR, A + (size_t)i0 * lda + p0, lda, a_buf, next_kc);
@@ -439,9 +452,7 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
     const cnn_kernel_table *kt = cnn_kernels();
     const int MR = kt->mr, NR = kt->nr;
     const sgemm_packed_a *pa = op->a_packed;   // usable only if packed for these kernels
-    if (pa && (pa->mr != (pa->transposed ? NR : MR) || pa->kc != kt->kc || pa->M != M ||
-               pa->K != K))
-        pa = NULL;
+    if (pa && !packed_fits(kt, pa, M, K)) pa = NULL;
     assert(pa || A);   // A may be left out only when the packed copy fits these kernels
     if (pa && pa->transposed) {
         if (!accumulate) {

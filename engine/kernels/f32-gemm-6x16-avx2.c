@@ -151,6 +151,22 @@ static inline __attribute__((always_inline)) void tile(const int rows, int nr, i
     cnn_gemm_store_edge(rows, nr, &t[0][0], NR, c, c_stride, accumulate, finish);
 }
 
+// The tile of mr rows (1..6), through the copy of `tile` inlined for that row count.
+static inline __attribute__((always_inline)) void tile_of_shape(
+    int mr, int nr, int kc, const float *restrict a_packed, const float *restrict b_packed,
+    const int32_t *restrict b_offsets, float *restrict c, size_t c_stride, int accumulate,
+    const cnn_gemm_finish *finish, const char *ahead, int ahead_lines) {
+#define ROWS(r)                                                                              \
+    case r:                                                                                  \
+        tile(r, nr, kc, a_packed, b_packed, b_offsets, c, c_stride, accumulate, finish, ahead, \
+             ahead_lines);                                                                   \
+        break;
+    switch (mr) {
+        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6)
+    }
+#undef ROWS
+}
+
 void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
                              const float *restrict b_packed, float *restrict c, size_t c_stride,
                              int accumulate, const cnn_gemm_finish *finish, const void *ahead,
@@ -158,15 +174,8 @@ void cnn_f32_gemm_6x16__avx2(int mr, int nr, int kc, const float *restrict a_pac
     // a_packed is (kc, 6), b_packed is (kc, 16), c is (mr, nr) with row stride c_stride
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1);
     assert(ahead_lines >= 0 && (ahead || ahead_lines == 0));
-#define ROWS(r)                                                                            \
-    case r:                                                                                \
-        tile(r, nr, kc, a_packed, b_packed, NULL, c, c_stride, accumulate, finish, ahead,  \
-             ahead_lines);                                                                 \
-        break;
-    switch (mr) {
-        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6)
-    }
-#undef ROWS
+    tile_of_shape(mr, nr, kc, a_packed, b_packed, NULL, c, c_stride, accumulate, finish, ahead,
+                  ahead_lines);
 }
 
 void cnn_f32_gemm_rows_6x16__avx2(int mr, int nr, int kc, const float *restrict a_packed,
@@ -175,13 +184,6 @@ void cnn_f32_gemm_rows_6x16__avx2(int mr, int nr, int kc, const float *restrict 
                                   const cnn_gemm_finish *finish) {
     // a_packed is (kc, 6), B's row p is b + b_offsets[p] (16 floats readable), c is (mr, nr)
     assert(mr >= 1 && mr <= MR && nr >= 1 && nr <= NR && kc >= 1 && b_offsets);
-#define ROWS(r)                                                                       \
-    case r:                                                                           \
-        tile(r, nr, kc, a_packed, b, b_offsets, c, c_stride, accumulate, finish, NULL, 0); \
-        break;
-    switch (mr) {
-        ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6)
-    }
-#undef ROWS
+    tile_of_shape(mr, nr, kc, a_packed, b, b_offsets, c, c_stride, accumulate, finish, NULL, 0);
 }
 #endif

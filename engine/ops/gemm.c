@@ -36,6 +36,7 @@
 #include <string.h>
 #include "gemm.h"
 #include "kernels/kernels.h"
+#include "work_share.h"
 
 enum {
     TILE_MAX = 512,    // largest tile of C: rows and columns (then multiples of MR and NR)
@@ -335,9 +336,13 @@ static void pack_bt_row(int N, int K, int KC, int MR, const b_source *src, int p
 }
 
 // C = A @ B (accumulate 0) with A packed transposed (pa->transposed), as C^T = B^T A^T, for
-// N <= SGEMM_NARROW_N_MAX. B^T is packed whole first (the threads share its rows), then each
-// thread takes a run of the panels of A^T (columns of C^T, rows of C). Returns 0, having done
-// nothing, if its buffer cannot be allocated.
+// N <= SGEMM_NARROW_N_MAX. B^T is packed whole first (the threads share its rows), then the
+// threads share out groups of panels of A^T (columns of C^T, rows of C), each group through
+// every slice of K. Returns 0, having done nothing, if its buffer cannot be allocated.
+enum {
+    BT_ROWS_PER_ITEM = 16,     // rows of B packed into B^T per item of work
+    TRANSPOSED_ITEMS = 4,      // groups of panels per thread, for work_share to balance
+};
 static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
                             const sgemm_packed_a *pa, const b_source *B, float *C, int ldc,
                             const sgemm_epilogue *ep) {
@@ -349,45 +354,56 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
     float *buf = thread_buffer(2, (bt_floats + ct_floats) * sizeof(float));
     if (!buf) return 0;
     float *bt = buf, *ct = buf + bt_floats;
-    #pragma omp parallel if (panels > 1 && 2.0 * M * N * K > 2e6)
+    int parallel = panels > 1 && 2.0 * M * N * K > 2e6, threads = 1;
+#ifdef _OPENMP
+    if (parallel && !omp_in_parallel()) threads = omp_get_max_threads();
+#else
+    (void)parallel;
+#endif
+    // A group's panels are a conv's weights, on 7x7 maps read from memory for little work:
+    // each is used by all slivers while it is in L1, and the stream of the next overlaps
+    // several kernel calls instead of one (ResNet-50, 1 thread: 5 % faster than a panel at a
+    // time). Several groups per thread, so that a thread on a slower vCPU hands some over.
+    const int group = ceil_div(panels, threads * TRANSPOSED_ITEMS), groups = ceil_div(panels, group);
+    work_share rows, panel_groups;
+    work_share_begin(&rows, ceil_div(K, BT_ROWS_PER_ITEM));
+    work_share_begin(&panel_groups, groups);
+    #pragma omp parallel if (parallel)
     {
         float row[SGEMM_NARROW_N_MAX];   // a row of B, from B's row function
-        #pragma omp for schedule(static)   // (rows, not slices: 9 slices would split 5 to 4)
-        for (int p = 0; p < K; p++) pack_bt_row(N, K, kt->kc, MR, B, p, row, bt);
-        // (the implicit barrier: B^T is whole before anyone reads it)
-        // Each thread a run of panels; for each slice, each of the thread's panels of A^T
-        // against every sliver of B^T (from L2). A panel is a conv's weights, on 7x7 maps read
-        // from memory for little work: used by all slivers while it is in L1, its stream
-        // overlaps several kernel calls instead of one (ResNet-50, 1 thread: 5 % faster).
-        int threads = 1, me = 0;
-#ifdef _OPENMP
-        threads = omp_get_num_threads();
-        me = omp_get_thread_num();
-#endif
-        int q_lo = (int)((long)panels * me / threads);
-        int q_hi = (int)((long)panels * (me + 1) / threads);
-        for (int p0 = 0; p0 < K; p0 += kt->kc) {
-            int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
-            for (int q = q_lo; q < q_hi; q++) {
-                int nr = M - q * NR < NR ? M - q * NR : NR;
-                const float *at_panel = pa->data + (size_t)p0 * M_pad + (size_t)q * kc * NR;
-                // The panel this thread needs next (the following one, or its first of the next
-                // slice), a piece asked for by each kernel call while it sums.
-                int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
-                const char *next = (const char *)(q + 1 < q_hi ? at_panel + (size_t)kc * NR
-                                   : next_kc > 0 ? pa->data + (size_t)(p0 + kc) * M_pad +
-                                                   (size_t)q_lo * next_kc * NR
-                                   : NULL);
-                int next_lines = next ? (q + 1 < q_hi ? kc : next_kc) * NR / 16 : 0;
-                for (int s = 0; s < slivers; s++) {
-                    int mr = N - s * MR < MR ? N - s * MR : MR;
-                    const float *bt_sliver = bt + N_pad * p0 + (size_t)s * kc * MR;
-                    const void *ahead;
-                    int ahead_lines = ahead_piece(next, next_lines, slivers, s, &ahead);
-                    // the last slice: the kernel writes the tile, finished, into C transposed
-                    cnn_gemm_finish fin = finish_transposed(ep, C, ldc, q * NR, s * MR);
-                    kt->gemm(mr, nr, kc, bt_sliver, at_panel, ct + (size_t)s * MR * M_pad + q * NR,
-                             M_pad, p0 > 0, p0 + kc == K ? &fin : NULL, ahead, ahead_lines);
+        for (long it; (it = work_share_next(&rows)) >= 0;) {
+            int p_end = (int)(it + 1) * BT_ROWS_PER_ITEM < K ? (int)(it + 1) * BT_ROWS_PER_ITEM : K;
+            for (int p = (int)it * BT_ROWS_PER_ITEM; p < p_end; p++)
+                pack_bt_row(N, K, kt->kc, MR, B, p, row, bt);
+        }
+        #pragma omp barrier   // B^T is whole before anyone reads it
+        for (long g; (g = work_share_next(&panel_groups)) >= 0;) {
+            int q_lo = (int)g * group, q_hi = q_lo + group < panels ? q_lo + group : panels;
+            for (int p0 = 0; p0 < K; p0 += kt->kc) {
+                int kc = K - p0 < kt->kc ? K - p0 : kt->kc;
+                for (int q = q_lo; q < q_hi; q++) {
+                    int nr = M - q * NR < NR ? M - q * NR : NR;
+                    const float *at_panel = pa->data + (size_t)p0 * M_pad + (size_t)q * kc * NR;
+                    // The panel the group needs next (the following one, or its first of the
+                    // next slice), a piece asked for by each kernel call while it sums.
+                    int next_kc = K - p0 - kc < kt->kc ? K - p0 - kc : kt->kc;
+                    const char *next = (const char *)(q + 1 < q_hi ? at_panel + (size_t)kc * NR
+                                       : next_kc > 0 ? pa->data + (size_t)(p0 + kc) * M_pad +
+                                                       (size_t)q_lo * next_kc * NR
+                                       : NULL);
+                    int next_lines = next ? (q + 1 < q_hi ? kc : next_kc) * NR / 16 : 0;
+                    for (int s = 0; s < slivers; s++) {
+                        int mr = N - s * MR < MR ? N - s * MR : MR;
+                        const float *bt_sliver = bt + N_pad * p0 + (size_t)s * kc * MR;
+                        const void *ahead;
+                        int ahead_lines = ahead_piece(next, next_lines, slivers, s, &ahead);
+                        // the last slice: the kernel writes the tile, finished, into C
+                        // transposed
+                        cnn_gemm_finish fin = finish_transposed(ep, C, ldc, q * NR, s * MR);
+                        kt->gemm(mr, nr, kc, bt_sliver, at_panel,
+                                 ct + (size_t)s * MR * M_pad + q * NR, M_pad, p0 > 0,
+                                 p0 + kc == K ? &fin : NULL, ahead, ahead_lines);
+                    }
                 }
             }
         }

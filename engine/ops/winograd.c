@@ -70,6 +70,7 @@
 #include <string.h>
 #include "gemm.h"
 #include "winograd.h"
+#include "work_share.h"
 
 enum {
     TILE = 4,                  // outputs per tile along each axis (m)
@@ -255,9 +256,11 @@ static void input_transform(float *V, const float *inp, long t0, int T, int Tp,
                             const conv_geom *g) {
     int groups = Tp / LANES;
     size_t vs = (size_t)g->C * Tp;   // between two positions xi of V
-    #pragma omp parallel for schedule(static)
-    for (int task = 0; task < g->C * groups; task++) {
-        int c = task / groups, lane0 = task % groups * LANES;
+    work_share ws;
+    work_share_begin(&ws, (long)g->C * groups);
+    #pragma omp parallel
+    for (long task; (task = work_share_next(&ws)) >= 0;) {
+        int c = (int)(task / groups), lane0 = (int)(task % groups) * LANES;
         _Alignas(64) float t[PATCH][PATCH][LANES];
         // rows: t = d B, straight from the image ...
         row_transform_patches(t, inp, c, t0 + lane0, t0 + T, g);
@@ -351,9 +354,11 @@ static void output_transform(float *out, const float *M, const float *bias,
                              const conv_geom *g) {
     int groups = Tp / LANES;
     size_t ms = (size_t)g->K * Tp;   // between two positions xi of M
-    #pragma omp parallel for schedule(static)
-    for (int task = 0; task < g->K * groups; task++) {
-        int k = task / groups, lane0 = task % groups * LANES;
+    work_share ws;
+    work_share_begin(&ws, (long)g->K * groups);
+    #pragma omp parallel
+    for (long task; (task = work_share_next(&ws)) >= 0;) {
+        int k = (int)(task / groups), lane0 = (int)(task % groups) * LANES;
         const float *m = M + (size_t)k * Tp + lane0;
         _Alignas(64) float am[TILE][PATCH][LANES], y[TILE][TILE * LANES];
         // columns: am = A^T M (4 x 6), column j from positions xi = j, 6 + j, ..., 30 + j ...

@@ -33,6 +33,7 @@
 #include "ops.h"
 #include "gemm.h"
 #include "kernels/kernels.h"
+#include "work_share.h"
 
 void conv2d_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
                         int N, int C, int H, int W, int K, int OH, int OW, const cnn_window *win) {
@@ -325,12 +326,15 @@ static int conv2d_direct(float *out, const float *inp, const sgemm_packed_a *pa,
         // gets a run of DIRECT_ROWS * OW floats, not one row (a batch's outputs go to memory,
         // where 64 planes written a row at a time ran 25 % slower than the GEMM's tiles). Items
         // in row-block-major order: each thread a run of rows, every sliver in each, so that a
-        // thread's share does not depend on how full the last sliver is.
+        // thread's share does not depend on how full the last sliver is (work_share: a thread
+        // done early takes over the rest of a slower one's run).
         const int row_blocks = (OH + DIRECT_ROWS - 1) / DIRECT_ROWS;
-        #pragma omp parallel for schedule(static)
-        for (int item = 0; item < row_blocks * slivers; item++) {
-            int k0 = item % slivers * MR, mr = K - k0 < MR ? K - k0 : MR;
-            int oy0 = item / slivers * DIRECT_ROWS;
+        work_share ws;
+        work_share_begin(&ws, (long)row_blocks * slivers);
+        #pragma omp parallel
+        for (long item; (item = work_share_next(&ws)) >= 0;) {
+            int k0 = (int)(item % slivers) * MR, mr = K - k0 < MR ? K - k0 : MR;
+            int oy0 = (int)(item / slivers) * DIRECT_ROWS;
             int oy1 = oy0 + DIRECT_ROWS < OH ? oy0 + DIRECT_ROWS : OH;
             for (int oy = oy0; oy < oy1; oy++) {
                 const float *row0 = workspace + (size_t)oy * sh * sw * g.Wq;

@@ -444,6 +444,49 @@ static void sgemm_transposed_small(const cnn_kernel_table *kt, int M, int N, int
 
 // sgemm_general, and sgemm_low_memory when `low_memory` (the stack buffers even if malloc
 // would work).
+// The columns of tiles, as runs of B's panels: column c is panels [start, end). Alone, a
+// thread gets equal columns as wide as TILE_MAX allows (`equal` of them). Threads sharing a
+// product get guided ones instead: each column a (2 * threads)-th of the panels not yet given
+// out, at most TILE_MAX and at least TILE_MIN_PANELS wide, taken in order. The first ones,
+// one per thread, are wide (a tile re-reads all of A and gathers its im2col rows in runs as
+// long as its width); the narrow last ones even out threads that run at different speeds
+// (the two vCPUs of a shared VM, seen 25-40 % apart for seconds at a time), where equal
+// shares, one tile per thread, wait for the slower. Which tile holds a column of C never
+// changes its sums, so this does not change a result.
+enum { TILE_MIN_PANELS = 4 };
+typedef struct {
+    int panels, panels_max, threads, equal;
+} tile_columns;
+
+static int tile_column(const tile_columns *tc, int c, int *start, int *end) {
+    if (tc->threads == 1) {
+        if (c >= tc->equal) return 0;
+        *start = (int)((long)c * tc->panels / tc->equal);
+        *end = (int)((long)(c + 1) * tc->panels / tc->equal);
+        return 1;
+    }
+    int q = 0;
+    for (int i = 0; q < tc->panels; i++) {
+        int width = ceil_div(tc->panels - q, 2 * tc->threads);
+        if (width > tc->panels_max) width = tc->panels_max;
+        if (width < TILE_MIN_PANELS) width = TILE_MIN_PANELS;
+        if (width > tc->panels - q) width = tc->panels - q;
+        if (i == c) {
+            *start = q;
+            *end = q + width;
+            return 1;
+        }
+        q += width;
+    }
+    return 0;
+}
+
+static int tile_column_count(const tile_columns *tc) {
+    int n = 0, start, end;
+    while (tile_column(tc, n, &start, &end)) n++;
+    return n;
+}
+
 static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, int ldc,
                       int accumulate, int low_memory) {
     const sgemm_epilogue *ep = op->ep;
@@ -481,29 +524,27 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
         pa = NULL;
     }
     // Tiles: as large as allowed (a 512 x 512 tile packs each slice of B and each sliver of A
-    // once for many kernel calls): bands of rows up to TILE_MAX, and columns of tiles that
-    // share B's panels out evenly. With threads to share them (not inside a parallel region,
-    // e.g. one of Winograd's 36 products, where this call runs serially) the columns are a
-    // multiple of the thread count, so that each thread gets an even share of large tiles:
-    // 784 columns on two threads are two tiles of 13 and 12 panels, where halving tiles until
-    // there were 8 of them had made thirteen of 2 panels, every one re-reading all of A and
-    // gathering its im2col rows in short runs (ResNet's stride-2 3x3 convs on 28x28 outputs,
-    // 14 % slower per thread). Only a B too narrow to share out is split by rows instead.
+    // once for many kernel calls): bands of rows up to TILE_MAX, and columns of tiles
+    // (tile_column). With threads to share them (not inside a parallel region, e.g. one of
+    // Winograd's 36 products, where this call runs serially), wide columns first, then
+    // narrower ones for whoever is free. Only a B too narrow to share out is split by rows.
     int threads = 1;
 #ifdef _OPENMP
-    if (!omp_in_parallel()) threads = omp_get_max_threads();
+    if (!omp_in_parallel() && 2.0 * M * N * K > 2e6) threads = omp_get_max_threads();
 #endif
     const int panels = ceil_div(N, NR), panels_max = TILE_MAX / NR;
+    tile_columns tc = {panels, panels_max, threads, ceil_div(panels, panels_max)};
+    const int columns = tile_column_count(&tc);
     int bands = ceil_div(M, TILE_MAX);
-    int columns = threads * ceil_div(panels, threads * panels_max);
-    if (columns > panels) columns = panels;
     if (bands * columns < threads) bands = ceil_div(M, MR) < threads ? ceil_div(M, MR) : threads;
     const int tile_m = round_up(ceil_div(M, bands), MR);
-    const int tile_n = ceil_div(panels, columns) * NR;   // the widest column of tiles
+    int widest = 0, q0, q1;   // the widest column of tiles, in panels
+    for (int c = 0; tile_column(&tc, c, &q0, &q1); c++) widest = q1 - q0 > widest ? q1 - q0 : widest;
+    const int tile_n = widest * NR;
     bands = ceil_div(M, tile_m);
     const int tiles = bands * columns;
     assert(MR <= MR_MAX && NR <= NR_MAX && kt->kc <= KC_MAX);
-    int parallel = tiles > 1 && 2.0 * M * N * K > 2e6;
+    int parallel = tiles > 1 && threads > 1;
     if (parallel && N <= TILE_MAX && !low_memory &&
         sgemm_shared_b(kt, M, N, K, A, lda, pa, B, C, ldc, accumulate, ep))
         return;
@@ -522,11 +563,10 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
         float *scratch = buf ? b_buf + (size_t)kc * tile_n : small_row;   // a row of B
         int b_panels = buf ? tile_n / NR : 1;
         #pragma omp for schedule(dynamic)
-        for (int t = 0; t < tiles; t++) {
-            int column = t % columns;   // panels [q0, q1) of B
-            int q0 = (int)((long)column * panels / columns);
-            int q1 = (int)((long)(column + 1) * panels / columns);
-            int i0 = (t / columns) * tile_m, j0 = q0 * NR;
+        for (int t = 0; t < tiles; t++) {   // column by column, the wide ones first
+            int q0, q1;   // panels [q0, q1) of B
+            tile_column(&tc, t / bands, &q0, &q1);
+            int i0 = (t % bands) * tile_m, j0 = q0 * NR;
             int m = M - i0 < tile_m ? M - i0 : tile_m;
             int n = (q1 * NR < N ? q1 * NR : N) - j0;
             const float *residual = ep && ep->residual ? ep->residual + (size_t)i0 * ep->ldr + j0

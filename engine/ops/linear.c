@@ -3,7 +3,7 @@
 // Dims: N batch, IN features in, OUT features out.
 //
 // The fast path is a GEMV per input row: blocks of CNN_GEMV_ROWS weight rows (blocks split
-// across threads, contiguous per thread) each run against every input row of the batch with
+// across threads, a contiguous run per thread to start with, work_share.h) each run against every input row of the batch with
 // the gemv micro-kernel of the kernel table (SIMD, engine/kernels/), two input rows per call
 // where the table has gemv2, so each weight row is streamed from memory once whatever N is
 // (weights dominate: a VGG classifier is 100M floats) and read from cache once per pair of
@@ -12,6 +12,7 @@
 // neither the thread count nor the batch.
 #include "ops.h"
 #include "kernels/kernels.h"
+#include "work_share.h"
 
 void linear_forward_ref(float *out, const float *inp, const float *weight, const float *bias,
                         int N, int IN, int OUT) {
@@ -32,9 +33,11 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
     // out is (N,OUT), inp is (N,IN), weight is (OUT,IN), bias is (OUT) or NULL
     const cnn_kernel_table *kt = cnn_kernels();
     int blocks = (OUT + CNN_GEMV_ROWS - 1) / CNN_GEMV_ROWS;
-    #pragma omp parallel for schedule(static) if ((double)N * IN * OUT > 1e5)
-    for (int blk = 0; blk < blocks; blk++) {
-        int o0 = blk * CNN_GEMV_ROWS;
+    work_share ws;   // each thread a run of blocks; one done early takes over a slower one's
+    work_share_begin(&ws, blocks);
+    #pragma omp parallel if ((double)N * IN * OUT > 1e5)
+    for (long blk; (blk = work_share_next(&ws)) >= 0;) {
+        int o0 = (int)blk * CNN_GEMV_ROWS;
         int rows = OUT - o0 < CNN_GEMV_ROWS ? OUT - o0 : CNN_GEMV_ROWS;
         const float *w = weight + (size_t)o0 * IN;   // (rows, IN)
         for (int n = 0; n < N; n += 2) {   // two input rows at a time when there are two

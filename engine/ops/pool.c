@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdint.h>
 #include "ops.h"
+#include "work_share.h"
 
 // maxpool: the window's taps are start + t*dilation for t < kernel; taps outside the input
 // are padding and count as -infinity. A NaN anywhere in the window wins, as in PyTorch.
@@ -67,9 +68,10 @@ void maxpool_forward(float *out, const float *inp, int N, int C, int H, int W, i
         maxpool_forward_ref(out, inp, N, C, H, W, OH, OW, win);
         return;
     }
-    int planes = N * C;
-    #pragma omp parallel for schedule(static) if ((size_t)planes * OH * OW > 16384)
-    for (int plane = 0; plane < planes; plane++) {
+    work_share ws;   // planes: each thread a run, then what is left of a slower one's
+    work_share_begin(&ws, (long)N * C);
+    #pragma omp parallel if ((size_t)N * C * OH * OW > 16384)
+    for (long plane; (plane = work_share_next(&ws)) >= 0;) {
         const float *in_p = inp + (size_t)plane * H * W;
         float *out_p = out + (size_t)plane * OH * OW;
         float row_max[MAXPOOL_CHUNK];

@@ -538,8 +538,9 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
     int bands = ceil_div(M, TILE_MAX);
     if (bands * columns < threads) bands = ceil_div(M, MR) < threads ? ceil_div(M, MR) : threads;
     const int tile_m = round_up(ceil_div(M, bands), MR);
-    int widest = 0, q0, q1;   // the widest column of tiles, in panels
-    for (int c = 0; tile_column(&tc, c, &q0, &q1); c++) widest = q1 - q0 > widest ? q1 - q0 : widest;
+    int widest = 0, start = 0, end = 0;   // the widest column of tiles, in panels
+    for (int c = 0; tile_column(&tc, c, &start, &end); c++)
+        widest = end - start > widest ? end - start : widest;
     const int tile_n = widest * NR;
     bands = ceil_div(M, tile_m);
     const int tiles = bands * columns;
@@ -564,7 +565,7 @@ static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, i
         int b_panels = buf ? tile_n / NR : 1;
         #pragma omp for schedule(dynamic)
         for (int t = 0; t < tiles; t++) {   // column by column, the wide ones first
-            int q0, q1;   // panels [q0, q1) of B
+            int q0 = 0, q1 = 0;   // panels [q0, q1) of B
             tile_column(&tc, t / bands, &q0, &q1);
             int i0 = (t % bands) * tile_m, j0 = q0 * NR;
             int m = M - i0 < tile_m ? M - i0 : tile_m;

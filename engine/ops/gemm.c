@@ -364,7 +364,8 @@ static int sgemm_transposed(const cnn_kernel_table *kt, int M, int N, int K,
     // each is used by all slivers while it is in L1, and the stream of the next overlaps
     // several kernel calls instead of one (ResNet-50, 1 thread: 5 % faster than a panel at a
     // time). Several groups per thread, so that a thread on a slower vCPU hands some over.
-    const int group = ceil_div(panels, threads * TRANSPOSED_ITEMS), groups = ceil_div(panels, group);
+    const int group = ceil_div(panels, threads * TRANSPOSED_ITEMS);
+    const int groups = ceil_div(panels, group);
     work_share rows, panel_groups;
     work_share_begin(&rows, ceil_div(K, BT_ROWS_PER_ITEM));
     work_share_begin(&panel_groups, groups);
@@ -442,8 +443,6 @@ static void sgemm_transposed_small(const cnn_kernel_table *kt, int M, int N, int
     }
 }
 
-// sgemm_general, and sgemm_low_memory when `low_memory` (the stack buffers even if malloc
-// would work).
 // The columns of tiles, as runs of B's panels: column c is panels [start, end). Alone, a
 // thread gets equal columns as wide as TILE_MAX allows (`equal` of them). Threads sharing a
 // product get guided ones instead: each column a (2 * threads)-th of the panels not yet given
@@ -487,6 +486,8 @@ static int tile_column_count(const tile_columns *tc) {
     return n;
 }
 
+// sgemm_general, and sgemm_low_memory when `low_memory` (the stack buffers even if malloc
+// would work).
 static void sgemm_run(int M, int N, int K, const sgemm_operands *op, float *C, int ldc,
                       int accumulate, int low_memory) {
     const sgemm_epilogue *ep = op->ep;

@@ -2,14 +2,14 @@
 //
 // Dims: N batch, IN features in, OUT features out.
 //
-// The fast path is a GEMV per input row: blocks of CNN_GEMV_ROWS weight rows (blocks split
-// across threads, a contiguous run per thread to start with, work_share.h) each run against every input row of the batch with
-// the gemv micro-kernel of the kernel table (SIMD, engine/kernels/), two input rows per call
-// where the table has gemv2, so each weight row is streamed from memory once whatever N is
-// (weights dominate: a VGG classifier is 100M floats) and read from cache once per pair of
-// the other rows of the batch. A row's dot product is summed the same way in every block, on
-// every thread and for any batch (gemv2 gives what gemv does), so the result depends on
-// neither the thread count nor the batch.
+// The fast path is a GEMV per input row: blocks of CNN_GEMV_ROWS weight rows (shared out by
+// work_share.h: a contiguous run per thread to start with) each run against every input row
+// of the batch with the gemv micro-kernel of the kernel table (SIMD, engine/kernels/), two
+// input rows per call where the table has gemv2, so each weight row is streamed from memory
+// once whatever N is (weights dominate: a VGG classifier is 100M floats) and read from cache
+// once per pair of the other rows of the batch. A row's dot product is summed the same way in
+// every block, on every thread and for any batch (gemv2 gives what gemv does), so the result
+// depends on neither the thread count nor the batch.
 #include "ops.h"
 #include "kernels/kernels.h"
 #include "work_share.h"

@@ -36,7 +36,7 @@ at least 10 and at most 50 (ResNet-18 batch 1: 22; VGG-16 batch 8: 10). --quick:
 batch 1, threads 1 and 2, 3 timed runs after 1 warm-up, a short peak measurement: a smoke
 test of the whole pipeline (a minute or two), not a measurement.
 
-A full run takes 11-16 minutes on a 2-core machine (648 to 947 s measured; ~11 with --rounds 1),
+A full run takes 11-19 minutes on a 2-core machine (648 to 1112 s measured; ~11 with --rounds 1),
 plus 1-2 minutes the first time (npm ci, making the models: 2.7 GB in $BUILD/bench-models/).
 
 GFLOP/s = 2 x MACs per image (cnnscope info) x batch / median time; "% peak" divides it by

@@ -9,9 +9,6 @@
 // Exit statuses: 0 success, 1 a check the user asked for failed, 2 an error (bad input).
 enum { EXIT_OK = 0, EXIT_ERROR = 2 };
 
-// GOMP_SPINCOUNT the program runs with unless the user set it or OMP_WAIT_POLICY (main.c).
-#define CNNSCOPE_SPINCOUNT "10000000"
-
 typedef enum { OPT_INT, OPT_STRING, OPT_FLAG } cli_option_kind;
 
 typedef struct {

@@ -37,10 +37,12 @@ int cmd_info(int argc, char **argv) {
 
     printf("model:   %s (arch %s) from %s\n", info->name, info->arch, info->path);
     printf("kernels: %s (CNNSCOPE_ISA=scalar|avx2|avx512|neon forces one)\n", cnn_isa());
+#ifdef _OPENMP
     // (main.c sets GOMP_SPINCOUNT unless the user chose one of the two)
     const char *spin = getenv("GOMP_SPINCOUNT"), *policy = getenv("OMP_WAIT_POLICY");
     printf("idle OpenMP workers: GOMP_SPINCOUNT=%s, OMP_WAIT_POLICY=%s\n", spin ? spin : "unset",
            policy ? policy : "unset");
+#endif
     const char *prepared = cnn_model_prepared_layout(m);
     if (prepared) {
         int same = strcmp(prepared, cnn_prepared_layout()) == 0;

@@ -3,7 +3,7 @@
 // others' runs.
 //
 // Why not schedule(static): the two vCPUs of a shared VM do not run at the same speed (seen on
-// a Zen 3 VM: two one-thread runs side by side, one on each vCPU, 42 and 58 ms), so every step
+// a Zen 3 VM: two one-thread runs side by side, one on each vCPU, 43 and 58 ms), so every step
 // of a layer waits at its end for the slower thread. Why not schedule(dynamic): every item is
 // then a round trip of one shared counter between the cores (~100 ns), and neighbouring items,
 // which share cache lines of the input, land on different cores. Here each thread claims the

@@ -38,10 +38,8 @@ static long run_items(int threads, long items, long slow_spins, int counted, int
         me = omp_get_thread_num();
 #endif
         for (long i; (i = work_share_next(&ws)) >= 0;) {
-            if (i < items) {
-                #pragma omp atomic update
-                runs[i]++;
-            }
+            #pragma omp atomic update
+            runs[i < items ? i : items]++;   // runs[items]: items out of range
             if (me == counted) {
                 #pragma omp atomic update
                 done_by_counted++;
@@ -54,7 +52,10 @@ static long run_items(int threads, long items, long slow_spins, int counted, int
         }
     }
     for (long i = 0; i < items; i++)
-        CHECK(runs[i] == 1, "threads %d items %ld: item %ld ran %d times", threads, items, i, runs[i]);
+        CHECK(runs[i] == 1, "threads %d items %ld: item %ld ran %d times", threads, items, i,
+              runs[i]);
+    CHECK(runs[items] == 0, "threads %d items %ld: %d items out of range", threads, items,
+          runs[items]);
     *in_order = ordered;
     free(runs);
     return done_by_counted;
